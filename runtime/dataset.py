@@ -1,0 +1,135 @@
+"""Datasets in the contest layout: ``train/`` and ``test/`` image folders, ``train.csv`` (``image_id,label``),
+``test.csv`` (``image_id``). CSV reading and image-path resolution, with one-line errors for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from runtime.errors import UserError
+
+ID_COLUMN = "image_id"
+LABEL_COLUMN = "label"
+
+
+def require_dir(path: str | os.PathLike, what: str = "dataset folder") -> Path:
+    """Return ``path`` as a Path.
+
+    Raises:
+        UserError: it is not an existing folder.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: {what} not found")
+    return path
+
+
+def read_csv(path: str | os.PathLike, require_label: bool = False) -> pd.DataFrame:
+    """Read a CSV of image ids (and labels).
+
+    Handles a UTF-8 BOM, CRLF line ends, surrounding whitespace and extra columns (kept, ignored here).
+
+    Returns:
+        DataFrame with a string ``image_id`` column (and a string ``label`` column when present), in file
+        order.
+
+    Raises:
+        UserError: the file is missing or unreadable, has no ``image_id`` column (or no ``label`` column when
+            ``require_label``), is empty, or has empty ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: CSV file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, encoding="utf-8-sig", skipinitialspace=True, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: cannot parse CSV ({reason})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if ID_COLUMN not in df.columns:
+        raise UserError(f"{path}: no {ID_COLUMN!r} column (found: {', '.join(df.columns) or 'none'})")
+    if require_label and LABEL_COLUMN not in df.columns:
+        raise UserError(f"{path}: no {LABEL_COLUMN!r} column (found: {', '.join(df.columns)})")
+    for col in (ID_COLUMN, LABEL_COLUMN):
+        if col in df.columns:
+            df[col] = df[col].astype(str).str.strip()
+    if df.empty:
+        raise UserError(f"{path}: no rows")
+    empty = df.index[df[ID_COLUMN] == ""]
+    if len(empty):
+        raise UserError(f"{path}: empty {ID_COLUMN} on data row {int(empty[0]) + 1}")
+    if require_label:
+        empty = df.index[df[LABEL_COLUMN] == ""]
+        if len(empty):
+            raise UserError(f"{path}: empty {LABEL_COLUMN} on data row {int(empty[0]) + 1}")
+    return df.reset_index(drop=True)
+
+
+def image_dir_for(data_dir: str | os.PathLike, csv_name: str) -> Path:
+    """Folder holding the images a CSV refers to, by the contest layout.
+
+    ``test.csv`` -> ``<data>/test/``; any other CSV (``train.csv``, ``train_.csv``, ``valid_.csv``) ->
+    ``<data>/<csv stem>/`` when that folder exists, else ``<data>/train/``.
+    """
+    data_dir = Path(data_dir)
+    stem = Path(csv_name).stem
+    candidate = data_dir / stem
+    return candidate if candidate.is_dir() else data_dir / "train"
+
+
+def image_paths(image_dir: str | os.PathLike, ids: list[str]) -> list[Path]:
+    """Paths of ``ids`` inside ``image_dir``.
+
+    Raises:
+        UserError: an id is absolute or leaves the folder (``..``).
+    """
+    image_dir = Path(image_dir)
+    root = image_dir.resolve()
+    out = []
+    for image_id in ids:
+        candidate = Path(image_id)
+        full = (image_dir / candidate).resolve()
+        if candidate.is_absolute() or (root != full and root not in full.parents):
+            raise UserError(f"image id {image_id!r} points outside {image_dir}")
+        out.append(image_dir / candidate)
+    return out
+
+
+def read_class_map(path: str | os.PathLike) -> list[str]:
+    """Read a class-map JSON (``{class name: index}``) and return the names ordered by index.
+
+    Raises:
+        UserError: missing file, not JSON, or indices that are not exactly 0..K-1.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: class map not found (run `make split` first)")
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: not valid JSON") from None
+    if not isinstance(mapping, dict) or sorted(mapping.values()) != list(range(len(mapping))):
+        raise UserError(f"{path}: expected {{class name: index}} with indices 0..K-1")
+    return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+
+
+def class_map(names: list[str]) -> dict[str, int]:
+    """Class map of the contest: sorted unique names -> index."""
+    return {name: i for i, name in enumerate(sorted(set(names)))}
+
+
+def encode_labels(labels: list[str], class_names: list[str], source: str) -> list[int]:
+    """Map label names to indices of ``class_names``.
+
+    Raises:
+        UserError: a label is not one of ``class_names`` (names the first unknown one).
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [lbl for lbl in labels if lbl not in index]
+    if unknown:
+        raise UserError(f"{source}: label {unknown[0]!r} is not in the class map ({len(class_names)} classes)")
+    return [index[lbl] for lbl in labels]

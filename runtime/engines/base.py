@@ -1,0 +1,60 @@
+"""The one engine interface every backend implements (after polygraphy's runners)."""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.metadata import ModelMeta
+
+
+class Engine(abc.ABC):
+    """Runs one artifact on one device.
+
+    Subclasses open the artifact in ``__init__`` (raising :class:`runtime.errors.UserError` when the artifact or
+    the request cannot be honoured), set :attr:`meta`, and implement :meth:`run`. An engine never silently runs
+    something other than what was asked (another provider, device or precision): it raises instead.
+
+    Args:
+        artifact: path of the artifact file this backend reads.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"``).
+        threads: intra-op CPU threads; ``None`` leaves the library default.
+    """
+
+    name: str = ""
+    #: file name of this engine's artifact inside ``artifacts/<model>/``
+    artifact_name: str = ""
+
+    def __init__(self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
+        self.artifact = Path(artifact)
+        self.device = device
+        self.threads = threads
+        self.meta: ModelMeta
+
+    @abc.abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Forward a batch.
+
+        Args:
+            batch: float32 array (N, 3, H, W), preprocessed by :func:`runtime.preprocess.eval_transform`.
+
+        Returns:
+            float32 logits (N, num_classes).
+        """
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What actually runs: ``engine``, ``provider``, ``device``, ``precision``, ``threads``."""
+
+    def close(self) -> None:
+        """Release the backend's resources (idempotent)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

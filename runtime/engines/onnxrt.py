@@ -1,0 +1,87 @@
+"""ONNX Runtime backend: explicit execution providers, checked after the session is created."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.engines.base import Engine
+from runtime.errors import UserError
+from runtime.metadata import ONNX_META_KEY, ModelMeta
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class OnnxEngine(Engine):
+    """ONNX Runtime session over ``model.onnx``.
+
+    The provider is passed explicitly and checked: a CUDA request that ONNX Runtime silently serves on the CPU
+    (onnxruntime#23372) raises instead. Reads the artifact contract from ``metadata_props``.
+
+    Raises:
+        UserError: the file is not a loadable ONNX model, lacks the metadata, or the provider is unavailable.
+    """
+
+    name = "onnx"
+    artifact_name = "model.onnx"
+
+    def __init__(self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
+        super().__init__(artifact, device, threads)
+        kind = device.split(":")[0]
+        if kind not in _PROVIDERS:
+            raise UserError(f"engine 'onnx': unknown device {device!r} (use cpu or cuda)")
+        provider = _PROVIDERS[kind]
+        if provider not in ort.get_available_providers():
+            raise UserError(
+                f"engine 'onnx': {provider} is not available in this onnxruntime build "
+                "(for GPUs install the 'gpu' extra instead of 'cpu')"
+            )
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        provider_opts: dict[str, Any] = {}
+        if kind == "cuda" and ":" in device:
+            provider_opts["device_id"] = int(device.split(":")[1])
+        try:
+            self.session = ort.InferenceSession(
+                str(self.artifact), sess_options=opts, providers=[(provider, provider_opts)]
+            )
+        except Exception as exc:  # onnxruntime raises several untyped errors for bad files
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{self.artifact}: cannot load ONNX model ({reason})") from None
+        active = self.session.get_providers()
+        if not active or active[0] != provider:
+            raise UserError(f"engine 'onnx': asked for {provider} but ONNX Runtime runs {active}")
+        props = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_META_KEY not in props:
+            raise UserError(f"{self.artifact}: no {ONNX_META_KEY!r} metadata; export it with `make export`")
+        self.meta = ModelMeta.from_json(props[ONNX_META_KEY], str(self.artifact))
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = "logits" if "logits" in outputs else outputs[0]
+        self.provider = active[0]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """See :meth:`Engine.run`."""
+        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return np.asarray(out[0], dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """See :meth:`Engine.describe`."""
+        return {
+            "engine": self.name,
+            "provider": self.provider,
+            "device": self.device,
+            "precision": self.meta.export.get("precision", "fp32"),
+            "threads": self.threads,
+        }
+
+    def close(self) -> None:
+        """Drop the session."""
+        self.__dict__.pop("session", None)

@@ -1,0 +1,103 @@
+"""PyTorch eager backend: rebuilds the timm model from a self-describing checkpoint (``best.pt``)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+
+from runtime.engines.base import Engine
+from runtime.errors import UserError
+from runtime.metadata import ModelMeta
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by training with ``torch.load(weights_only=True)`` (no code is unpickled).
+
+    Returns:
+        dict with ``meta`` (dict) and ``state_dict`` (tensors), plus training extras.
+
+    Raises:
+        UserError: missing, truncated or foreign file, or no metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: cannot load checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict) or "meta" not in ckpt or "state_dict" not in ckpt:
+        raise UserError(f"{path}: not a checkpoint of this tool (no 'meta'/'state_dict'); train with `make train`")
+    return ckpt
+
+
+def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None, source: str) -> torch.nn.Module:
+    """timm ``create_model(meta.architecture, num_classes=K)`` (no download) with ``state_dict`` loaded.
+
+    Raises:
+        UserError: unknown architecture, or weights that do not fit it.
+    """
+    try:
+        model = timm.create_model(meta.architecture, pretrained=False, num_classes=meta.num_classes)
+    except RuntimeError as exc:
+        raise UserError(f"{source}: cannot build {meta.architecture!r} ({exc})") from None
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise UserError(f"{source}: weights do not fit {meta.architecture!r} ({first})") from None
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelMeta]:
+    """Model (eval mode, CPU) and metadata from a checkpoint file."""
+    ckpt = load_checkpoint(path)
+    meta = ModelMeta.from_dict(ckpt["meta"], str(path))
+    return build_model(meta, ckpt["state_dict"], str(path)), meta
+
+
+class TorchEngine(Engine):
+    """Eager PyTorch inference on CPU or CUDA, FP32, under ``torch.inference_mode``.
+
+    Raises:
+        UserError: CUDA requested but not available, or a bad checkpoint (see :func:`load_checkpoint`).
+    """
+
+    name = "torch"
+    artifact_name = "best.pt"
+
+    def __init__(self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
+        super().__init__(artifact, device, threads)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("engine 'torch': CUDA requested but torch sees no GPU")
+        if device.split(":")[0] not in ("cpu", "cuda"):
+            raise UserError(f"engine 'torch': unknown device {device!r} (use cpu or cuda)")
+        if threads:
+            torch.set_num_threads(threads)
+        model, self.meta = load_model(self.artifact)
+        self.model = model.to(device)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """See :meth:`Engine.run`."""
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        """See :meth:`Engine.describe`."""
+        return {
+            "engine": self.name,
+            "provider": f"torch {torch.__version__} eager",
+            "device": self.device,
+            "precision": "fp32",
+            "threads": torch.get_num_threads(),
+        }

@@ -1,0 +1,150 @@
+"""The eval transform, defined once: decode -> RGB -> resize -> center crop -> normalise (numpy/PIL, no torch).
+
+Training's validation, export verification, prediction and the benchmark all call :func:`preprocess_image`.
+It reproduces timm's ``transforms_imagenet_eval`` (timm/data/transforms_factory.py) for the ``center``,
+``squash`` and ``border`` crop modes, using the same PIL resize calls torchvision makes on PIL images, so the
+output equals timm's transform to float rounding (tested in ``tests/runtime/test_preprocess.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from runtime.errors import UserError
+from runtime.metadata import ModelMeta
+
+_PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+class ImageError(UserError):
+    """An image file could not be read or decoded (the message names the file and the reason)."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    16/32-bit greyscale (``I;16``, ``I``, ``F``) is scaled to 0..255 by its type's range; modes with
+    transparency (``RGBA``, ``LA``, ``P`` with a transparent index) are composited over white, so that
+    transparent pixels do not show whatever colour happens to be stored under them. Animated images use the
+    current (first) frame.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img, dtype=np.uint16)
+        return Image.fromarray((arr >> 8).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image file, apply its EXIF orientation and return it as 8-bit RGB (fully decoded).
+
+    Raises:
+        ImageError: the file is missing, empty, not an image, truncated or a decompression bomb.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                return to_rgb(img)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: image too large (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"{path}: cannot decode image ({reason})") from None
+
+
+def _resize(img: Image.Image, size_hw: tuple[int, int], resample: int) -> Image.Image:
+    return img.resize((size_hw[1], size_hw[0]), resample)
+
+
+def _center_crop_or_pad(img: Image.Image, size_hw: tuple[int, int], fill: tuple[int, ...]) -> Image.Image:
+    crop_h, crop_w = size_hw
+    w, h = img.size
+    if crop_w > w or crop_h > h:
+        canvas = Image.new("RGB", (max(w, crop_w), max(h, crop_h)), fill)
+        canvas.paste(img, ((crop_w - w) // 2 if crop_w > w else 0, (crop_h - h) // 2 if crop_h > h else 0))
+        img = canvas
+        w, h = img.size
+    top = int(round((h - crop_h) / 2.0))
+    left = int(round((w - crop_w) / 2.0))
+    return img.crop((left, top, left + crop_w, top + crop_h))
+
+
+def resize_and_crop(img: Image.Image, meta: ModelMeta) -> Image.Image:
+    """Resize and crop an RGB image to ``meta.input_size[1:]`` the way timm's eval transform does."""
+    _, out_h, out_w = meta.input_size
+    resample = _PIL_FILTERS[meta.interpolation]
+    scale_h, scale_w = (math.floor(out_h / meta.crop_pct), math.floor(out_w / meta.crop_pct))
+    w, h = img.size
+    if meta.crop_mode == "squash":
+        img = _resize(img, (scale_h, scale_w), resample)
+        return _center_crop_or_pad(img, (out_h, out_w), (0, 0, 0))
+    if meta.crop_mode == "border":
+        ratio = max(h / scale_h, w / scale_w)
+        img = _resize(img, (round(h / ratio), round(w / ratio)), resample)
+        fill = tuple(round(255 * v) for v in meta.mean)
+        return _center_crop_or_pad(img, (out_h, out_w), fill)
+    if scale_h == scale_w:  # torchvision Resize(int): shorter side to scale, longer side truncated
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = scale_h, int(scale_h * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        img = _resize(img, (new_h, new_w), resample)
+    else:  # timm ResizeKeepRatio(longest=0): scale by the smaller ratio
+        ratio = min(h / scale_h, w / scale_w)
+        img = _resize(img, (round(h / ratio), round(w / ratio)), resample)
+    return _center_crop_or_pad(img, (out_h, out_w), (0, 0, 0))
+
+
+def normalize(img: Image.Image, meta: ModelMeta) -> np.ndarray:
+    """RGB uint8 image (H, W, 3) -> float32 array (3, H, W): ``(x / 255 - mean) / std``."""
+    arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    arr = (arr - np.asarray(meta.mean, dtype=np.float32)) / np.asarray(meta.std, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def eval_transform(img: Image.Image, meta: ModelMeta) -> np.ndarray:
+    """Eval transform of a decoded image: float32 array of shape ``meta.input_size`` (3, H, W)."""
+    return normalize(resize_and_crop(to_rgb(img), meta), meta)
+
+
+def preprocess_image(path: str | os.PathLike, meta: ModelMeta) -> np.ndarray:
+    """Read ``path`` and apply the eval transform: float32 (3, H, W), normalised.
+
+    Raises:
+        ImageError: the file cannot be read (see :func:`open_rgb`).
+    """
+    return eval_transform(open_rgb(path), meta)

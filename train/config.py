@@ -1,0 +1,100 @@
+"""Training config: the keys of ``configs/models/<name>.yaml``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from runtime.config import load_config
+from runtime.errors import UserError
+
+MODELS_DIR = Path("configs/models")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One backbone's training recipe. Defaults follow the seed project (AdamW lr 1e-3, lr x 0.8 every 2
+    epochs, label-smoothing cross-entropy, head-only training is opt-in via ``freeze_backbone``).
+
+    Sizes are pixels; ``img_size``/``crop_pct``/``interpolation``/``mean``/``std`` default (``null``) to the
+    model's timm data config.
+    """
+
+    architecture: str
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    freeze_backbone: bool = False
+    drop_rate: float = 0.0
+    img_size: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    lr_step_epochs: int = 2
+    lr_gamma: float = 0.8
+    train_scale: list[float] = dataclasses.field(default_factory=lambda: [0.08, 1.0])
+    hflip: float = 0.5
+    vflip: float = 0.0
+    color_jitter: float = 0.4
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    data: str = "data/elpv"
+    train_csv: str = "train_.csv"
+    valid_csv: str = "valid_.csv"
+    class_map: str = "encode_classes.json"
+    artifacts: str = "artifacts"
+    runs: str = "runs"
+
+    def validate(self, source: str) -> None:
+        """Raises UserError naming the first key with an impossible value."""
+        checks = [
+            ("epochs", self.epochs >= 1),
+            ("batch_size", self.batch_size >= 1),
+            ("lr", self.lr > 0),
+            ("weight_decay", self.weight_decay >= 0),
+            ("label_smoothing", 0 <= self.label_smoothing < 1),
+            ("lr_step_epochs", self.lr_step_epochs >= 1),
+            ("lr_gamma", 0 < self.lr_gamma <= 1),
+            ("img_size", self.img_size is None or self.img_size >= 8),
+            ("crop_pct", self.crop_pct is None or 0 < self.crop_pct <= 1.5),
+            ("train_scale", len(self.train_scale) == 2 and 0 < self.train_scale[0] <= self.train_scale[1] <= 1),
+            ("workers", self.workers >= 0),
+            ("device", self.device in ("auto", "cpu") or self.device.startswith("cuda")),
+            ("drop_rate", 0 <= self.drop_rate < 1),
+        ]
+        for key, ok in checks:
+            if not ok:
+                raise UserError(f"{source}: key {key!r} has an invalid value {getattr(self, key)!r}")
+        if self.pretrained_path and not Path(self.pretrained_path).is_file():
+            raise UserError(f"{source}: pretrained_path {self.pretrained_path!r} is not a file")
+
+
+def model_config_path(model: str) -> Path:
+    """``configs/models/<model>.yaml``, or ``model`` itself if it is a YAML path.
+
+    Raises:
+        UserError: no such config (lists the known model names).
+    """
+    path = Path(model)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"{path}: model config not found")
+        return path
+    path = MODELS_DIR / f"{model}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+        raise UserError(f"unknown MODEL {model!r}: no {path} (known: {', '.join(known)})")
+    return path
+
+
+def load_train_config(model: str, overrides: dict | None = None) -> tuple[str, TrainConfig]:
+    """(model name, config) for ``make train MODEL=<model>``; see :func:`model_config_path`."""
+    path = model_config_path(model)
+    return path.stem, load_config(TrainConfig, path, overrides)

@@ -1,0 +1,76 @@
+"""Model factory: timm ``create_model`` with hub or local pretrained weights, backbone freezing, and the
+eval data config (size, mean/std, interpolation, crop) that becomes the artifact's metadata."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from timm.data import resolve_model_data_config
+
+from runtime.errors import UserError
+from runtime.metadata import ModelMeta
+from train.config import TrainConfig
+
+
+def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
+    """``timm.create_model(cfg.architecture, num_classes=num_classes)`` with the configured weights.
+
+    ``pretrained_path`` loads a local file through timm's ``pretrained_cfg_overlay=dict(file=...)`` (the
+    classifier is re-initialised for ``num_classes``); ``pretrained: true`` downloads from the hub.
+
+    Raises:
+        UserError: unknown architecture, or pretrained weights that cannot be fetched (offline) or loaded.
+    """
+    if not timm.is_model(cfg.architecture):
+        raise UserError(f"unknown timm architecture {cfg.architecture!r}")
+    kwargs: dict = {"num_classes": num_classes, "drop_rate": cfg.drop_rate}
+    if cfg.img_size is not None and _accepts_img_size(cfg.architecture):
+        kwargs["img_size"] = cfg.img_size
+    if cfg.pretrained_path:
+        kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained_path}
+    pretrained = cfg.pretrained or bool(cfg.pretrained_path)
+    try:
+        return timm.create_model(cfg.architecture, pretrained=pretrained, **kwargs)
+    except Exception as exc:
+        if not pretrained:
+            raise
+        where = cfg.pretrained_path or "the Hugging Face hub"
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot load pretrained weights for {cfg.architecture!r} from {where} ({reason}); "
+            "offline, set `pretrained: false` or `pretrained_path: <local file>`"
+        ) from None
+
+
+def _accepts_img_size(architecture: str) -> bool:
+    """Transformers (ViT/Swin) take ``img_size``; CNNs are size-agnostic and reject the argument."""
+    return any(k in architecture for k in ("vit", "swin", "deit", "beit", "eva", "maxvit", "coatnet"))
+
+
+def freeze_backbone(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Freeze all but the classifier (the seed's head-only training); returns the trainable parameters."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = model.get_classifier()
+    params = list(head.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def make_meta(model: torch.nn.Module, cfg: TrainConfig, class_names: list[str]) -> ModelMeta:
+    """Artifact metadata from timm's data config of ``model``, overridden by the config's keys."""
+    dc = resolve_model_data_config(model)
+    size = (3, cfg.img_size, cfg.img_size) if cfg.img_size else tuple(int(v) for v in dc["input_size"])
+    meta = ModelMeta(
+        architecture=cfg.architecture,
+        class_names=list(class_names),
+        input_size=size,  # type: ignore[arg-type]
+        mean=tuple(float(v) for v in (cfg.mean or dc["mean"])),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in (cfg.std or dc["std"])),  # type: ignore[arg-type]
+        interpolation=cfg.interpolation or dc.get("interpolation", "bicubic"),
+        crop_pct=float(cfg.crop_pct or dc.get("crop_pct", 0.875)),
+        crop_mode=dc.get("crop_mode", "center") or "center",
+    )
+    meta.validate(f"configs/models ({cfg.architecture})")
+    return meta
