@@ -1,0 +1,134 @@
+"""``python -m bench`` (``make bench``): F1 and throughput of every trained backbone x engine x batch size.
+
+Each cell predicts the labelled held-out set through the runtime's own path (decode, eval transform, engine),
+scores micro-/macro-F1 against the held-out labels, and reports end-to-end img/s (files -> logits) and
+engine-only img/s (pre-decoded tensors, warm-up then repeats for ``min_seconds``). A cell that cannot run is
+recorded with its reason and the matrix goes on. Writes ``<out>/bench.csv`` and ``<out>/bench.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.measure import engine_throughput
+from bench.report import markdown_table, write_reports
+from runtime.config import load_config, parse_overrides
+from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
+from runtime.engines import ENGINE_NAMES, create_engine
+from runtime.errors import UserError, one_line, run_cli
+from runtime.pipeline import iter_batches, predict_logits
+from train.loop import f1_micro_macro
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Keys of ``configs/bench.yaml``."""
+
+    data: str = "data/elpv"
+    csv: str = "test.csv"
+    labels: str = "test_labels.csv"
+    models: list[str] = dataclasses.field(default_factory=list)
+    engines: list[str] = dataclasses.field(default_factory=lambda: ["torch", "onnx"])
+    batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [32])
+    threads: int | None = None
+    workers: int = 2
+    min_seconds: float = 3.0
+    artifacts: str = "artifacts"
+    out: str = "reports"
+
+    def validate(self, source: str) -> None:
+        """Raises UserError naming a bad key."""
+        unknown = [e for e in self.engines if e not in ENGINE_NAMES]
+        if unknown:
+            raise UserError(f"{source}: key 'engines': unknown engine {unknown[0]!r} (known: {ENGINE_NAMES})")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UserError(f"{source}: key 'batch_sizes' must list sizes >= 1")
+        if self.min_seconds <= 0:
+            raise UserError(f"{source}: key 'min_seconds' must be > 0")
+
+
+def trained_models(cfg: BenchConfig) -> list[str]:
+    """``cfg.models``, or every ``artifacts/<name>/`` holding a checkpoint."""
+    if cfg.models:
+        return list(cfg.models)
+    return sorted(p.parent.name for p in Path(cfg.artifacts).glob("*/best.pt"))
+
+
+def bench_cell(
+    model: str, engine_name: str, batch_size: int, paths: list[Path], labels: list[str], cfg: BenchConfig
+) -> dict[str, Any]:
+    """Measure one backbone x engine x batch size cell; a failure is recorded in ``status``."""
+    row: dict[str, Any] = {"backbone": model, "engine": engine_name, "batch_size": batch_size, "status": "ok"}
+    try:
+        with create_engine(engine_name, Path(cfg.artifacts) / model, threads=cfg.threads) as engine:
+            targets = encode_labels(labels, engine.meta.class_names, cfg.labels)
+            start = time.perf_counter()
+            logits = predict_logits(engine, paths, batch_size, cfg.workers, desc=f"{model}/{engine_name}")
+            seconds = time.perf_counter() - start
+            micro, macro = f1_micro_macro(np.asarray(targets), logits.argmax(1), engine.meta.num_classes)
+            first = next(iter_batches(paths[:batch_size], engine.meta, batch_size))
+            speed = engine_throughput(engine, first, cfg.min_seconds)
+            row.update(engine.describe())
+            row.update(
+                f1_micro=micro,
+                f1_macro=macro,
+                img_per_s=len(paths) / seconds,
+                img_per_s_engine=speed["img_per_s"],
+                images=len(paths),
+                backbone_arch=engine.meta.architecture,
+            )
+    except UserError as exc:
+        row["status"] = f"skipped: {one_line(exc)}"
+    return row
+
+
+def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Run the whole matrix; returns one dict per cell (see :data:`bench.report.COLUMNS`).
+
+    Raises:
+        UserError: missing dataset or label files, or no trained model.
+    """
+    data = require_dir(cfg.data)
+    ids = read_csv(data / cfg.csv)["image_id"].tolist()
+    truth = read_csv(data / cfg.labels, require_label=True).set_index("image_id")["label"]
+    missing = [i for i in ids if i not in truth.index]
+    if missing:
+        raise UserError(f"{data / cfg.labels}: no label for image {missing[0]!r} of {cfg.csv}")
+    labels = truth.loc[ids].tolist()
+    paths = image_paths(require_dir(image_dir_for(data, cfg.csv), "image folder"), ids)
+    models = trained_models(cfg)
+    if not models:
+        raise UserError(f"{cfg.artifacts}: no trained model (artifacts/<name>/best.pt); run `make train` first")
+    rows = []
+    for model in models:
+        for engine_name in cfg.engines:
+            for batch_size in cfg.batch_sizes:
+                rows.append(bench_cell(model, engine_name, batch_size, paths, labels, cfg))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench``."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/bench.yaml", help="YAML config (default: configs/bench.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    args = p.parse_args(argv)
+    cfg = load_config(BenchConfig, args.config, parse_overrides(args.set))
+    rows = run_bench(cfg)
+    header = (
+        f"# Bench: {Path(cfg.data).name} held-out set ({cfg.csv})\n\n"
+        f"{time.strftime('%Y-%m-%d %H:%M')} | {platform.processor() or platform.machine()} | "
+        f"Python {platform.python_version()}"
+    )
+    csv_path, md_path = write_reports(rows, cfg.out, header)
+    print(markdown_table(rows), end="")
+    print(f"reports: {md_path}, {csv_path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,130 @@
+"""Export a checkpoint to one self-contained ONNX file with the artifact contract in ``metadata_props``.
+
+The graph has one input ``input`` (float32, (batch, 3, H, W)) and two outputs, ``logits`` (batch, K) and
+``features`` (batch, D: timm ``forward_head(x, pre_logits=True)``). Only the batch axis is dynamic: fixed-size
+backbones such as Swin fail at other sizes with dynamic H/W (timm#1844). The exporter is chosen explicitly
+(torch >= 2.9 defaults to dynamo with external data, see field notes), and the example batch is 2 so the batch
+axis stays symbolic (pytorch#165748).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import onnx
+import timm
+import torch
+
+from runtime.errors import UserError
+from runtime.metadata import ONNX_META_KEY, ModelMeta
+
+EXPORTERS = ("dynamo", "torchscript")
+MIN_OPSET = 17
+_PROTOBUF_LIMIT = 2 * 1024**3
+
+
+class LogitsAndFeatures(torch.nn.Module):
+    """Wraps a timm classifier: ``x -> (logits, pre-logit features)``, logits identical to ``model(x)``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: float32 (N, 3, H, W) -> (logits (N, K), features (N, D))."""
+        f = self.model.forward_features(x)
+        return self.model.forward_head(f, pre_logits=False), self.model.forward_head(f, pre_logits=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    meta: ModelMeta,
+    out: str | os.PathLike,
+    opset: int = 18,
+    exporter: str = "dynamo",
+) -> Path:
+    """Export ``model`` (eval mode) to ``out`` and embed ``meta`` (with ``meta.export`` filled in).
+
+    Writes exactly ``out`` (no ``.onnx.data``) unless the weights exceed protobuf's 2 GiB limit, in which case
+    the weights go to ``<out>.data`` beside it.
+
+    Raises:
+        UserError: unsupported opset or exporter, or an export whose batch axis is not dynamic or whose H/W
+            are not fixed.
+    """
+    if opset < MIN_OPSET:
+        raise UserError(f"opset {opset} < {MIN_OPSET}: LayerNorm would not export as LayerNormalization")
+    if exporter not in EXPORTERS:
+        raise UserError(f"unknown exporter {exporter!r} (choose from {', '.join(EXPORTERS)})")
+    out = Path(out)
+    wrapper = LogitsAndFeatures(model.eval().cpu())
+    example = torch.randn(2, *meta.input_size)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    names = {"input_names": ["input"], "output_names": ["logits", "features"]}
+    with torch.no_grad():
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            program = torch.onnx.export(
+                wrapper,
+                (example,),
+                dynamo=True,
+                external_data=False,
+                opset_version=opset,
+                dynamic_shapes=({0: batch},),
+                optimize=True,
+                **names,
+            )
+            proto = program.model_proto
+        else:
+            tmp = out.with_suffix(".ts.onnx")
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+                **names,
+            )
+            proto = onnx.load(str(tmp))
+            tmp.unlink()
+    _check_shapes(proto, meta)
+    meta.export = {
+        "format": "onnx",
+        "precision": "fp32",
+        "opset": opset,
+        "exporter": exporter,
+        "dynamic_axes": ["batch"],
+        "outputs": ["logits", "features"],
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "onnx": onnx.__version__,
+    }
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, meta.to_json()
+    proto.producer_name = "imgcls-deploy"
+    onnx.checker.check_model(proto) if param_bytes < _PROTOBUF_LIMIT else None
+    external = param_bytes >= _PROTOBUF_LIMIT * 0.95
+    onnx.save_model(proto, str(out), save_as_external_data=external, location=f"{out.name}.data")
+    return out
+
+
+def _check_shapes(proto: onnx.ModelProto, meta: ModelMeta) -> None:
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    if dims[0].dim_value:  # a fixed number means the exporter specialised the batch axis
+        raise UserError(f"export: batch axis came out fixed at {dims[0].dim_value}; expected dynamic")
+    fixed = tuple(d.dim_value for d in dims[1:])
+    if fixed != tuple(meta.input_size):
+        raise UserError(f"export: input shape {fixed} differs from the checkpoint's {meta.input_size}")
