@@ -23,7 +23,7 @@ from bench.report import markdown_table, write_reports
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
 from runtime.engines import ENGINE_NAMES, create_engine
-from runtime.errors import UserError, one_line, run_cli
+from runtime.errors import UserError, one_line
 from runtime.pipeline import iter_batches, predict_logits
 from train.loop import f1_micro_macro
 

@@ -21,7 +21,7 @@ from runtime.config import load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
 from runtime.engines.onnxrt import OnnxEngine
 from runtime.engines.pytorch import TorchEngine
-from runtime.errors import UserError, run_cli
+from runtime.errors import UserError
 
 
 @dataclasses.dataclass

@@ -98,9 +98,7 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str) -> T:
     missing = [
         n
         for n, f in fields.items()
-        if n not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
         raise UserError(f"{source}: missing required key {missing[0]!r}")

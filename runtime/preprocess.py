@@ -99,8 +99,8 @@ def _center_crop_or_pad(img: Image.Image, size_hw: tuple[int, int], fill: tuple[
         canvas.paste(img, ((crop_w - w) // 2 if crop_w > w else 0, (crop_h - h) // 2 if crop_h > h else 0))
         img = canvas
         w, h = img.size
-    top = int(round((h - crop_h) / 2.0))
-    left = int(round((w - crop_w) / 2.0))
+    top = round((h - crop_h) / 2.0)
+    left = round((w - crop_w) / 2.0)
     return img.crop((left, top, left + crop_w, top + crop_h))
 
 

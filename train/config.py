@@ -64,7 +64,10 @@ class TrainConfig:
             ("lr_gamma", 0 < self.lr_gamma <= 1),
             ("img_size", self.img_size is None or self.img_size >= 8),
             ("crop_pct", self.crop_pct is None or 0 < self.crop_pct <= 1.5),
-            ("train_scale", len(self.train_scale) == 2 and 0 < self.train_scale[0] <= self.train_scale[1] <= 1),
+            (
+                "train_scale",
+                len(self.train_scale) == 2 and 0 < self.train_scale[0] <= self.train_scale[1] <= 1,
+            ),
             ("workers", self.workers >= 0),
             ("device", self.device in ("auto", "cpu") or self.device.startswith("cuda")),
             ("drop_rate", 0 <= self.drop_rate < 1),

@@ -57,7 +57,12 @@ def train_one_epoch(
         targets.append(y.cpu())
     seconds = time.perf_counter() - start
     micro, macro = f1_micro_macro(torch.cat(targets).numpy(), torch.cat(preds).numpy(), num_classes)
-    return {"loss": total_loss / max(seen, 1), "f1_micro": micro, "f1_macro": macro, "img_per_s": seen / seconds}
+    return {
+        "loss": total_loss / max(seen, 1),
+        "f1_micro": micro,
+        "f1_macro": macro,
+        "img_per_s": seen / seconds,
+    }
 
 
 @torch.inference_mode()

@@ -55,9 +55,7 @@ def elpv_table() -> tuple[pd.DataFrame, Path]:
     )
 
 
-def _stratified_split(
-    df: pd.DataFrame, test_fraction: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _stratified_split(df: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split stratified by level x cell type; by level alone when a small subset leaves a stratum too small."""
     key = df["label"] + "/" + df["cell_type"]
     n_test = round(len(df) * test_fraction)
@@ -104,7 +102,7 @@ def prepare(
     with atomic_path(out_dir) as tmp:
         for split, rows in (("train", train), ("test", test)):
             (tmp / split).mkdir(parents=True)
-            for image_id, source in zip(rows["image_id"], rows["source"]):
+            for image_id, source in zip(rows["image_id"], rows["source"], strict=False):
                 shutil.copyfile(root / source, tmp / split / image_id)
         train[["image_id", "label"]].to_csv(tmp / "train.csv", index=False)
         test[["image_id"]].to_csv(tmp / "test.csv", index=False)

@@ -61,7 +61,7 @@ def split(cfg: SplitConfig) -> tuple[Path, Path, Path]:
         )
     train, valid = train_test_split(df, test_size=n_valid, random_state=cfg.seed, stratify=df["label"])
     outputs = (data / TRAIN_SPLIT, data / VALID_SPLIT, data / CLASS_MAP)
-    for frame, path in zip((train, valid), outputs[:2]):
+    for frame, path in zip((train, valid), outputs[:2], strict=False):
         with atomic_path(path, suffix=".csv") as tmp:
             frame[["image_id", "label"]].to_csv(tmp, index=False)
     write_text(outputs[2], json.dumps(class_map(df["label"].tolist()), indent=2) + "\n")

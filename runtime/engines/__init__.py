@@ -33,9 +33,7 @@ def engine_class(name: str) -> type[Engine]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UserError(
-            f"engine {name!r} needs the missing module {exc.name!r}: pip install '.[{extra}]'"
-        ) from None
+        raise UserError(f"engine {name!r} needs the missing module {exc.name!r}: pip install '.[{extra}]'") from None
     return getattr(module, class_name)
 
 
@@ -54,9 +52,7 @@ def resolve_artifact(name: str, model: str | os.PathLike) -> Path:
     return path
 
 
-def create_engine(
-    name: str, model: str | os.PathLike, device: str = "cpu", threads: int | None = None
-) -> Engine:
+def create_engine(name: str, model: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> Engine:
     """Open ``model`` (an artifact file or a model folder) with backend ``name``.
 
     Raises:

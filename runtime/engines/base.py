@@ -50,7 +50,7 @@ class Engine(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What actually runs: ``engine``, ``provider``, ``device``, ``precision``, ``threads``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release the backend's resources (idempotent)."""
 
     def __enter__(self) -> Engine:

@@ -1,0 +1,78 @@
+# Thin wrappers over the `python -m <package>` entry points. Every target installs .venv first when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EXTRAS ?= train,cpu,demo,bench,dev
+
+MODEL  ?= resnet18_cpu
+DATA   ?= data/elpv
+ENGINE ?= onnx
+CSV    ?= test.csv
+OUT    ?= submission.csv
+ARGS   ?=
+
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv data split train export predict bench demo test lint format tensorboard distclean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install the project with the CPU extras
+
+data: $(STAMP)  ## write the embedded ELPV dataset to data/elpv in the contest layout
+	$(PY) -m train.prepare_elpv --out data/elpv
+
+split: $(STAMP)  ## seeded stratified train_/valid_ split + class map (configs/split.yaml)
+	$(PY) -m train.split --set dataset=$(DATA) $(ARGS)
+
+train: $(STAMP)  ## train MODEL (configs/models/$(MODEL).yaml) on DATA
+	$(PY) -m train --model $(MODEL) --data $(DATA) $(ARGS)
+
+export: $(STAMP)  ## export artifacts/$(MODEL)/best.pt to a verified model.onnx
+	$(PY) -m export --model $(MODEL) --data $(DATA) $(ARGS)
+
+predict: $(STAMP)  ## write $(OUT) for $(DATA)/$(CSV) with ENGINE
+	$(PY) -m runtime.predict --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) --csv $(CSV) --out $(OUT) $(ARGS)
+
+bench: $(STAMP)  ## F1 x img/s of every trained backbone x engine -> reports/bench.md
+	$(PY) -m bench --set data=$(DATA) $(ARGS)
+
+demo: $(STAMP)  ## data -> split -> train -> export -> predict -> bench on ELPV with the CPU demo backbone
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory data && \
+	$(MAKE) --no-print-directory split DATA=data/elpv && \
+	$(MAKE) --no-print-directory train MODEL=$(MODEL) DATA=data/elpv && \
+	$(MAKE) --no-print-directory export MODEL=$(MODEL) DATA=data/elpv && \
+	$(MAKE) --no-print-directory predict MODEL=$(MODEL) DATA=data/elpv ENGINE=onnx && \
+	$(MAKE) --no-print-directory bench DATA=data/elpv ARGS="--set models=[$(MODEL)]" && \
+	echo && echo "demo finished in $$(( $$(date +%s) - start )) s. Outputs:" && \
+	echo "  dataset      data/elpv/ (train/, test/, train.csv, test.csv, test_labels.csv)" && \
+	echo "  checkpoint   artifacts/$(MODEL)/best.pt" && \
+	echo "  ONNX         artifacts/$(MODEL)/model.onnx (verification: artifacts/$(MODEL)/verify.json)" && \
+	echo "  submission   $(OUT)" && \
+	echo "  bench        reports/bench.md, reports/bench.csv" && \
+	echo "  TensorBoard  runs/$(MODEL)/ (make tensorboard)" && echo && cat reports/bench.md
+
+test: $(STAMP)  ## run the whole test suite (CPU)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)  ## ruff check and ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## apply ruff format and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+tensorboard: $(STAMP)  ## open the training logs under runs/
+	$(VENV)/bin/tensorboard --logdir runs
+
+distclean:  ## remove generated outputs (data/, runs/, artifacts/, reports/) and .venv
+	rm -rf data runs artifacts reports submission.csv $(VENV)

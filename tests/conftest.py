@@ -1,0 +1,42 @@
+"""Shared fixtures: a small real ELPV dataset in the contest layout, and helpers to run entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def elpv_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 real ELPV images (12 per class) in the contest layout, split into train_/valid_ CSVs."""
+    from train.prepare_elpv import prepare
+    from train.split import SplitConfig, split
+
+    data = prepare(tmp_path_factory.mktemp("data") / "elpv", per_class=12, seed=0)
+    split(SplitConfig(dataset=str(data), valid_fraction=0.25, seed=0))
+    return data
+
+
+def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` from the repository root; returns the finished process (text output)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """The process failed with exactly one ``error:`` line on stderr, containing every needle, no traceback."""
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
