@@ -95,7 +95,7 @@ def test_animated_gif_uses_first_frame(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
     path = tmp_path / "anim.gif"
     frames[0].save(path, save_all=True, append_images=frames[1:])
-    r, g, b = open_rgb(path).getpixel((0, 0))
+    r, _, b = open_rgb(path).getpixel((0, 0))
     assert r > 200 and b < 50
 
 
@@ -118,5 +118,5 @@ def test_truncated_png_raises_image_error(tmp_path: Path) -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
     path = tmp_path / "truncated.png"
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    with pytest.raises(ImageError, match="truncated.png"):
+    with pytest.raises(ImageError, match=r"truncated\.png"):
         open_rgb(path)
