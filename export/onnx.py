@@ -68,7 +68,7 @@ def export_onnx(
     if exporter not in EXPORTERS:
         raise UserError(f"unknown exporter {exporter!r} (choose from {', '.join(EXPORTERS)})")
     out = Path(out)
-    wrapper = LogitsAndFeatures(model.eval().cpu())
+    wrapper = LogitsAndFeatures(model.cpu()).eval()
     example = torch.randn(2, *meta.input_size)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     names = {"input_names": ["input"], "output_names": ["logits", "features"]}

@@ -40,3 +40,40 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert len(errors) == 1, proc.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(elpv_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny timm test model trained for one epoch on ``elpv_small`` and exported to ONNX.
+
+    Returns the paths: ``work`` (folder holding ``artifacts/``, ``runs/``), ``artifacts`` (the model folder),
+    ``config`` (its YAML) and ``data``.
+    """
+    from export.export import main as export_main
+    from runtime.errors import run_cli
+    from train.train import main as train_main
+
+    work = tmp_path_factory.mktemp("work")
+    config = work / "tiny.yaml"
+    config.write_text(
+        "architecture: test_resnet\nimg_size: 64\ncrop_pct: 1.0\nepochs: 1\nbatch_size: 8\nworkers: 0\n"
+        f"data: {elpv_small}\nartifacts: {work / 'artifacts'}\nruns: {work / 'runs'}\n"
+    )
+    assert run_cli(train_main, ["--model", str(config)]) == 0
+    code = run_cli(
+        export_main,
+        [
+            "--model",
+            "tiny",
+            "--data",
+            str(elpv_small),
+            "--config",
+            str(ROOT / "configs/export.yaml"),
+            "--set",
+            f"artifacts={work / 'artifacts'}",
+            "--set",
+            "verify_images=36",
+        ],
+    )
+    assert code == 0
+    return {"work": work, "artifacts": work / "artifacts" / "tiny", "config": config, "data": elpv_small}

@@ -33,7 +33,9 @@ def engine_class(name: str) -> type[Engine]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UserError(f"engine {name!r} needs the missing module {exc.name!r}: pip install '.[{extra}]'") from None
+        raise UserError(
+            f"engine {name!r} needs the missing module '{exc.name or exc}': pip install '.[{extra}]'"
+        ) from None
     return getattr(module, class_name)
 
 
