@@ -71,7 +71,7 @@ def predict_logits(
     """
     out = np.empty((len(paths), engine.meta.num_classes), dtype=np.float32)
     done = 0
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=None if progress else True, leave=False) as bar:
         for batch in iter_batches(paths, engine.meta, batch_size, workers):
             out[done : done + len(batch)] = engine.run(batch)
             done += len(batch)

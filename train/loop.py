@@ -42,7 +42,7 @@ def train_one_epoch(
     total_loss, seen = 0.0, 0
     preds, targets = [], []
     start = time.perf_counter()
-    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch"):
+    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(x)
@@ -79,7 +79,7 @@ def evaluate(
     model.eval()
     total_loss, seen = 0.0, 0
     preds, targets = [], []
-    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch"):
+    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(x)

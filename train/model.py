@@ -3,6 +3,10 @@ eval data config (size, mean/std, interpolation, crop) that becomes the artifact
 
 from __future__ import annotations
 
+import os
+import socket
+from urllib.parse import urlparse
+
 import timm
 import torch
 from timm.data import resolve_model_data_config
@@ -29,17 +33,32 @@ def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     if cfg.pretrained_path:
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained_path}
     pretrained = cfg.pretrained or bool(cfg.pretrained_path)
+    if cfg.pretrained and not cfg.pretrained_path and not hub_reachable():
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True  # use the local cache only: no minute of retries
     try:
         return timm.create_model(cfg.architecture, pretrained=pretrained, **kwargs)
     except Exception as exc:
         if not pretrained:
             raise
         where = cfg.pretrained_path or "the Hugging Face hub"
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0].split(". ")[0][:120] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         raise UserError(
             f"cannot load pretrained weights for {cfg.architecture!r} from {where} ({reason}); "
             "offline, set `pretrained: false` or `pretrained_path: <local file>`"
         ) from None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (``HF_ENDPOINT``) opens within ``timeout`` seconds."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _accepts_img_size(architecture: str) -> bool:

@@ -1,0 +1,53 @@
+"""Model factory: local pretrained weights, offline hub requests, backbone freezing, metadata from timm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import train.model
+from runtime.errors import UserError
+from train.config import TrainConfig
+from train.model import create_model, freeze_backbone, make_meta
+
+
+def test_pretrained_path_loads_local_weights_and_resets_head(tmp_path: Path) -> None:
+    source = timm.create_model("test_resnet", num_classes=10)
+    weights = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), weights)
+    model = create_model(TrainConfig(architecture="test_resnet", pretrained_path=str(weights)), num_classes=4)
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
+    assert model.get_classifier().out_features == 4
+
+
+def test_offline_hub_request_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(train.model, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(UserError, match="pretrained: false") as info:
+        create_model(TrainConfig(architecture="test_resnet", pretrained=True), num_classes=4)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="unknown timm architecture"):
+        create_model(TrainConfig(architecture="resnet_does_not_exist"), num_classes=4)
+
+
+def test_freeze_backbone_trains_only_the_head() -> None:
+    model = timm.create_model("test_resnet", num_classes=4)
+    params = freeze_backbone(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(trainable) == len(params) == 2  # classifier weight and bias
+    assert all(p is q for p, q in zip(trainable, model.get_classifier().parameters(), strict=True))
+
+
+def test_meta_follows_timm_data_config_with_overrides() -> None:
+    model = timm.create_model("test_efficientnet", num_classes=3)
+    meta = make_meta(model, TrainConfig(architecture="test_efficientnet"), ["a", "b", "c"])
+    assert (meta.input_size, meta.interpolation, meta.crop_pct) == ((3, 160, 160), "bicubic", 0.95)
+    assert meta.mean == pytest.approx((0.485, 0.456, 0.406))
+    meta = make_meta(model, TrainConfig(architecture="test_efficientnet", img_size=96, crop_pct=1.0), ["a", "b"])
+    assert meta.input_size == (3, 96, 96) and meta.crop_pct == 1.0
