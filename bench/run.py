@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import sys
 import time
@@ -115,6 +116,17 @@ def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_name() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else :func:`platform.processor` or the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench``."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_bench(cfg)
     header = (
         f"# Bench: {Path(cfg.data).name} held-out set ({cfg.csv})\n\n"
-        f"{time.strftime('%Y-%m-%d %H:%M')} | {platform.processor() or platform.machine()} | "
+        f"{time.strftime('%Y-%m-%d %H:%M')} | {cpu_name()} ({os.cpu_count()} cores) | "
         f"Python {platform.python_version()}"
     )
     csv_path, md_path = write_reports(rows, cfg.out, header)
