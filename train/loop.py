@@ -22,6 +22,28 @@ def f1_micro_macro(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> 
     return float(micro), float(macro)
 
 
+class EpochMetrics:
+    """Accumulates per-image loss and predictions over an epoch; F1 is computed once over all of them."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.total_loss, self.seen = 0.0, 0
+        self.preds: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add one batch: mean ``loss`` over it, ``logits`` (N, K), ``targets`` (N,) int64."""
+        self.total_loss += loss.item() * len(targets)
+        self.seen += len(targets)
+        self.preds.append(logits.argmax(1).cpu())
+        self.targets.append(targets.cpu())
+
+    def compute(self) -> dict[str, float]:
+        """``loss`` (mean per image), ``f1_micro``, ``f1_macro`` over everything added."""
+        micro, macro = f1_micro_macro(torch.cat(self.targets).numpy(), torch.cat(self.preds).numpy(), self.num_classes)
+        return {"loss": self.total_loss / max(self.seen, 1), "f1_micro": micro, "f1_macro": macro}
+
+
 def _autocast(device: torch.device, amp: bool) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
 
@@ -39,8 +61,7 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train one epoch. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro`` and ``img_per_s``."""
     model.train()
-    total_loss, seen = 0.0, 0
-    preds, targets = [], []
+    metrics = EpochMetrics(num_classes)
     start = time.perf_counter()
     for x, y in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -51,18 +72,8 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        total_loss += loss.item() * len(y)
-        seen += len(y)
-        preds.append(logits.argmax(1).cpu())
-        targets.append(y.cpu())
-    seconds = time.perf_counter() - start
-    micro, macro = f1_micro_macro(torch.cat(targets).numpy(), torch.cat(preds).numpy(), num_classes)
-    return {
-        "loss": total_loss / max(seen, 1),
-        "f1_micro": micro,
-        "f1_macro": macro,
-        "img_per_s": seen / seconds,
-    }
+        metrics.update(loss, logits, y)
+    return {**metrics.compute(), "img_per_s": metrics.seen / (time.perf_counter() - start)}
 
 
 @torch.inference_mode()
@@ -77,16 +88,11 @@ def evaluate(
 ) -> dict[str, float]:
     """Evaluate on the whole loader. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro``."""
     model.eval()
-    total_loss, seen = 0.0, 0
-    preds, targets = [], []
+    metrics = EpochMetrics(num_classes)
     for x, y in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(x)
             loss = criterion(logits.float(), y)
-        total_loss += loss.item() * len(y)
-        seen += len(y)
-        preds.append(logits.argmax(1).cpu())
-        targets.append(y.cpu())
-    micro, macro = f1_micro_macro(torch.cat(targets).numpy(), torch.cat(preds).numpy(), num_classes)
-    return {"loss": total_loss / max(seen, 1), "f1_micro": micro, "f1_macro": macro}
+        metrics.update(loss, logits, y)
+    return metrics.compute()
