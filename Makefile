@@ -9,11 +9,13 @@ DATA   ?= data/elpv
 ENGINE ?= onnx
 CSV    ?= test.csv
 OUT    ?= submission.csv
+TARGETS ?=
+PRECISION ?=
 ARGS   ?=
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data split train export predict bench demo test lint format tensorboard distclean
+.PHONY: help venv data split train export verify predict bench demo test lint format tensorboard distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,11 +37,14 @@ split: $(STAMP)  ## seeded stratified train_/valid_ split + class map (configs/s
 train: $(STAMP)  ## train MODEL (configs/models/$(MODEL).yaml) on DATA
 	$(PY) -m train --model $(MODEL) --data $(DATA) $(ARGS)
 
-export: $(STAMP)  ## export artifacts/$(MODEL)/best.pt to a verified model.onnx
-	$(PY) -m export --model $(MODEL) --data $(DATA) $(ARGS)
+export: $(STAMP)  ## export artifacts/$(MODEL)/best.pt to verified ONNX/INT8/FP16/OpenVINO (TARGETS=..., PRECISION=... for trt)
+	$(PY) -m export --model $(MODEL) --data $(DATA) $(if $(TARGETS),--targets $(TARGETS)) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
 
-predict: $(STAMP)  ## write $(OUT) for $(DATA)/$(CSV) with ENGINE
-	$(PY) -m runtime.predict --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) --csv $(CSV) --out $(OUT) $(ARGS)
+verify: $(STAMP)  ## re-verify every exported artifact of MODEL against its checkpoint
+	$(PY) -m export.verify --model $(MODEL) --data $(DATA) $(ARGS)
+
+predict: $(STAMP)  ## write $(OUT) for $(DATA)/$(CSV) with ENGINE (and PRECISION)
+	$(PY) -m runtime.predict --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) --csv $(CSV) --out $(OUT) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
 
 bench: $(STAMP)  ## F1 x img/s of every trained backbone x engine -> reports/bench.md
 	$(PY) -m bench --set data=$(DATA) $(ARGS)

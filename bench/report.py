@@ -13,6 +13,7 @@ from runtime.atomic import atomic_path, write_text
 COLUMNS = [
     "backbone",
     "engine",
+    "precision",
     "batch_size",
     "f1_micro",
     "f1_macro",
@@ -21,7 +22,6 @@ COLUMNS = [
     "images",
     "provider",
     "device",
-    "precision",
     "threads",
     "status",
 ]
@@ -29,12 +29,15 @@ COLUMNS = [
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """GitHub-flavoured markdown table of the main columns; failed cells show their reason."""
-    head = "| backbone | engine | batch | micro-F1 | macro-F1 | img/s (end-to-end) | img/s (engine only) | status |"
-    lines = [head, "|" + "---|" * 8]
+    head = (
+        "| backbone | engine | precision | batch | micro-F1 | macro-F1 | img/s (end-to-end) | img/s (engine only) "
+        "| status |"
+    )
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         num = r["status"] == "ok"
         lines.append(
-            f"| {r['backbone']} | {r['engine']} | {r['batch_size']} | "
+            f"| {r['backbone']} | {r['engine']} | {r['precision']} | {r['batch_size']} | "
             + (
                 f"{r['f1_micro']:.4f} | {r['f1_macro']:.4f} | {r['img_per_s']:.1f} | {r['img_per_s_engine']:.1f} | "
                 if num

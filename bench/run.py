@@ -21,6 +21,7 @@ import numpy as np
 
 from bench.measure import engine_throughput
 from bench.report import markdown_table, write_reports
+from runtime.artifacts import PRECISIONS
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
 from runtime.engines import ENGINE_NAMES, create_engine
@@ -37,7 +38,7 @@ class BenchConfig:
     csv: str = "test.csv"
     labels: str = "test_labels.csv"
     models: list[str] = dataclasses.field(default_factory=list)
-    engines: list[str] = dataclasses.field(default_factory=lambda: ["torch", "onnx"])
+    engines: list[str] = dataclasses.field(default_factory=lambda: ["torch", "onnx"])  # engine[:precision]
     batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [32])
     threads: int | None = None
     workers: int = 2
@@ -47,13 +48,23 @@ class BenchConfig:
 
     def validate(self, source: str) -> None:
         """Raises UserError naming a bad key."""
-        unknown = [e for e in self.engines if e not in ENGINE_NAMES]
-        if unknown:
-            raise UserError(f"{source}: key 'engines': unknown engine {unknown[0]!r} (known: {ENGINE_NAMES})")
+        for spec in self.engines:
+            engine, precision = parse_engine_spec(spec)
+            if engine not in ENGINE_NAMES or precision not in PRECISIONS:
+                raise UserError(
+                    f"{source}: key 'engines': {spec!r} is not engine[:precision] with engine in {ENGINE_NAMES} "
+                    f"and precision in {PRECISIONS}"
+                )
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserError(f"{source}: key 'batch_sizes' must list sizes >= 1")
         if self.min_seconds <= 0:
             raise UserError(f"{source}: key 'min_seconds' must be > 0")
+
+
+def parse_engine_spec(spec: str) -> tuple[str, str]:
+    """``"onnx:int8"`` -> ``("onnx", "int8")``; ``"torch"`` -> ``("torch", "fp32")``."""
+    engine, _, precision = spec.partition(":")
+    return engine.strip(), (precision.strip() or "fp32")
 
 
 def trained_models(cfg: BenchConfig) -> list[str]:
@@ -64,15 +75,24 @@ def trained_models(cfg: BenchConfig) -> list[str]:
 
 
 def bench_cell(
-    model: str, engine_name: str, batch_size: int, paths: list[Path], labels: list[str], cfg: BenchConfig
+    model: str, spec: str, batch_size: int, paths: list[Path], labels: list[str], cfg: BenchConfig
 ) -> dict[str, Any]:
-    """Measure one backbone x engine x batch size cell; a failure is recorded in ``status``."""
-    row: dict[str, Any] = {"backbone": model, "engine": engine_name, "batch_size": batch_size, "status": "ok"}
+    """Measure one backbone x engine[:precision] x batch size cell; a failure is recorded in ``status``."""
+    engine_name, precision = parse_engine_spec(spec)
+    row: dict[str, Any] = {
+        "backbone": model,
+        "engine": engine_name,
+        "precision": precision,
+        "batch_size": batch_size,
+        "status": "ok",
+    }
     try:
-        with create_engine(engine_name, Path(cfg.artifacts) / model, threads=cfg.threads) as engine:
+        with create_engine(
+            engine_name, Path(cfg.artifacts) / model, threads=cfg.threads, precision=precision
+        ) as engine:
             targets = encode_labels(labels, engine.meta.class_names, cfg.labels)
             start = time.perf_counter()
-            logits = predict_logits(engine, paths, batch_size, cfg.workers, desc=f"{model}/{engine_name}")
+            logits = predict_logits(engine, paths, batch_size, cfg.workers, desc=f"{model}/{spec}")
             seconds = time.perf_counter() - start
             micro, macro = f1_micro_macro(np.asarray(targets), logits.argmax(1), engine.meta.num_classes)
             first = next(iter_batches(paths[:batch_size], engine.meta, batch_size))
@@ -110,9 +130,9 @@ def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
         raise UserError(f"{cfg.artifacts}: no trained model (artifacts/<name>/best.pt); run `make train` first")
     rows = []
     for model in models:
-        for engine_name in cfg.engines:
+        for spec in cfg.engines:
             for batch_size in cfg.batch_sizes:
-                rows.append(bench_cell(model, engine_name, batch_size, paths, labels, cfg))
+                rows.append(bench_cell(model, spec, batch_size, paths, labels, cfg))
     return rows
 
 

@@ -1,101 +1,282 @@
-"""``python -m export --model <name>`` (``make export MODEL=<name>``): checkpoint -> verified ``model.onnx``.
+"""``python -m export --model <name>`` (``make export MODEL=<name> [TARGETS=...] [PRECISION=...]``).
 
-Reads ``artifacts/<name>/best.pt``, exports it to a temporary file, checks it against the checkpoint on real
-validation images (top-1 agreement, max abs and cosine of logits), and only when agreement reaches
-``min_agreement`` (99.9%) renames it to ``artifacts/<name>/model.onnx``. Results go to
-``artifacts/<name>/verify.json``. Exit status 2 when verification fails.
+Builds the requested targets of ``artifacts/<name>/best.pt`` in a private temporary folder, verifies each one
+against the FP32 checkpoint on real validation images (``export.verify``), and only then renames it into
+``artifacts/<name>/``. Targets:
+
+    onnx        model.onnx            FP32, batch axis dynamic, artifact contract in metadata_props
+    onnx-int8   model.int8.onnx       static INT8, QDQ, per-channel, calibrated on real training images
+    onnx-fp16   model.fp16.onnx       FP16 weights, float32 I/O, LayerNorm/Softmax kept in FP32
+    openvino    openvino/model.xml    OpenVINO IR, FP32
+    trt         model.<prec>.engine   TensorRT 10/11 engine + .json sidecar (GPU only)
+
+A target that fails its gate is not installed (unless ``allow_degraded``), the failure is recorded in
+``verify.json``, the other targets still build, and the exit status is 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from export.onnx import EXPORTERS, export_onnx, file_sha256
-from export.verify import run_pair
-from runtime.atomic import atomic_path, write_text
+from export.onnx import EXPORTERS, export_onnx, file_sha256, write_onnx_meta
+from export.quantize import CALIBRATION_METHODS, QUANT_TYPES, convert_fp16, quantize_int8
+from export.verify import Gates, collect_logits, judge, summary_line, update_record
+from runtime.artifacts import ARTIFACT_FILES
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
-from runtime.engines.onnxrt import OnnxEngine
+from runtime.engines import engine_class
 from runtime.engines.pytorch import TorchEngine
-from runtime.errors import UserError
+from runtime.errors import UserError, one_line, run_cli
+from runtime.metadata import ModelMeta
+
+TARGETS = ("onnx", "onnx-int8", "onnx-fp16", "openvino", "trt")
 
 
 @dataclasses.dataclass
 class ExportConfig:
     """Keys of ``configs/export.yaml``."""
 
+    targets: list[str] = dataclasses.field(default_factory=lambda: ["onnx", "onnx-int8", "onnx-fp16", "openvino"])
     opset: int = 18
     exporter: str = "dynamo"
+    dynamic_hw: bool = False
     data: str = "data/elpv"
     verify_csv: str = "valid_.csv"
     verify_images: int = 256
+    calibration_csv: str = "train_.csv"
+    calibration_images: int = 256
+    int8_method: str = "minmax"
+    int8_activation_type: str = "uint8"
+    int8_weight_type: str = "int8"
+    int8_per_channel: bool = True
+    trt_precision: str = "fp16"
+    trt_batch: list[int] = dataclasses.field(default_factory=lambda: [1, 32, 64])
+    trt_workspace_mib: int = 4096
+    trt_timing_cache: str | None = "artifacts/trt_timing.cache"
     min_agreement: float = 0.999
+    min_f1_ratio: float = 0.99
+    allow_degraded: bool = False
     batch_size: int = 32
     threads: int | None = None
     artifacts: str = "artifacts"
 
     def validate(self, source: str) -> None:
         """Raises UserError naming a bad key."""
-        if self.exporter not in EXPORTERS:
-            raise UserError(f"{source}: key 'exporter' must be one of {EXPORTERS}, got {self.exporter!r}")
-        if self.verify_images < 1:
-            raise UserError(f"{source}: key 'verify_images' must be >= 1")
-        if not 0 < self.min_agreement <= 1:
-            raise UserError(f"{source}: key 'min_agreement' must be in (0, 1]")
-        if self.batch_size < 1:
-            raise UserError(f"{source}: key 'batch_size' must be >= 1")
+        bad = [t for t in self.targets if t not in TARGETS]
+        checks = [
+            ("targets", not bad and bool(self.targets), f"must list targets from {TARGETS}"),
+            ("exporter", self.exporter in EXPORTERS, f"must be one of {EXPORTERS}"),
+            ("int8_method", self.int8_method in CALIBRATION_METHODS, f"must be one of {tuple(CALIBRATION_METHODS)}"),
+            ("int8_activation_type", self.int8_activation_type in QUANT_TYPES, f"must be one of {tuple(QUANT_TYPES)}"),
+            ("int8_weight_type", self.int8_weight_type in QUANT_TYPES, f"must be one of {tuple(QUANT_TYPES)}"),
+            ("trt_precision", self.trt_precision in ("fp32", "fp16", "int8"), "must be fp32, fp16 or int8"),
+            ("trt_batch", len(self.trt_batch) == 3 and 1 <= self.trt_batch[0] <= self.trt_batch[1] <= self.trt_batch[2],
+             "must be [min, opt, max] with 1 <= min <= opt <= max"),
+            ("verify_images", self.verify_images >= 1, "must be >= 1"),
+            ("calibration_images", self.calibration_images >= 1, "must be >= 1"),
+            ("min_agreement", 0 < self.min_agreement <= 1, "must be in (0, 1]"),
+            ("min_f1_ratio", 0 < self.min_f1_ratio <= 1, "must be in (0, 1]"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("opset", self.opset >= 17, "must be >= 17"),
+        ]  # fmt: skip
+        for key, ok, why in checks:
+            if not ok:
+                raise UserError(f"{source}: key {key!r} {why} (got {getattr(self, key)!r})")
 
 
-def verification_images(cfg: ExportConfig, class_names: list[str]) -> tuple[list[Path], list[int] | None]:
-    """The first ``verify_images`` images of ``<data>/<verify_csv>`` and their labels (when labelled)."""
+def labelled_images(
+    cfg: ExportConfig, csv_name: str, limit: int, class_names: list[str]
+) -> tuple[list[Path], list[int]]:
+    """The first ``limit`` images of ``<data>/<csv_name>`` and their class indices."""
     data = require_dir(cfg.data)
-    df = read_csv(data / cfg.verify_csv).head(cfg.verify_images)
-    paths = image_paths(require_dir(image_dir_for(data, cfg.verify_csv), "image folder"), df["image_id"].tolist())
-    targets = None
-    if "label" in df.columns:
-        targets = encode_labels(df["label"].tolist(), class_names, str(data / cfg.verify_csv))
-    return paths, targets
+    df = read_csv(data / csv_name, require_label=True).head(limit)
+    paths = image_paths(require_dir(image_dir_for(data, csv_name), "image folder"), df["image_id"].tolist())
+    return paths, encode_labels(df["label"].tolist(), class_names, str(data / csv_name))
 
 
-def export_model(name: str, cfg: ExportConfig) -> dict:
-    """Export and verify ``artifacts/<name>``; returns the verification record.
+def verification_set(cfg: ExportConfig, class_names: list[str]) -> tuple[list[Path], list[int]]:
+    """Labelled validation images used by every gate (``verify_csv``, first ``verify_images``)."""
+    return labelled_images(cfg, cfg.verify_csv, cfg.verify_images, class_names)
+
+
+def installed_artifacts(model_dir: Path) -> list[tuple[str, str, str]]:
+    """(relative file, engine, precision) for every exported artifact present in ``model_dir``."""
+    seen, out = set(), []
+    for (engine, precision), rel in ARTIFACT_FILES.items():
+        if engine != "torch" and (model_dir / rel).is_file() and (rel, engine) not in seen:
+            seen.add((rel, engine))
+            out.append((rel, engine, precision))
+    return out
+
+
+class Exporter:
+    """Builds, verifies and installs the targets of one model (see the module docstring)."""
+
+    def __init__(self, name: str, cfg: ExportConfig) -> None:
+        self.name, self.cfg = name, cfg
+        self.model_dir = Path(cfg.artifacts) / name
+        checkpoint = self.model_dir / "best.pt"
+        if not checkpoint.is_file():
+            raise UserError(f"{checkpoint}: not found; run `make train MODEL={name}` first")
+        self.reference = TorchEngine(checkpoint, threads=cfg.threads)
+        self.meta = self.reference.meta
+        self.meta.checkpoint_sha256 = file_sha256(checkpoint)
+        self.paths, self.targets = verification_set(cfg, self.meta.class_names)
+        self.ref_logits = collect_logits(self.reference, self.paths, cfg.batch_size)
+        self.gates = Gates(cfg.min_agreement, cfg.min_f1_ratio)
+        self.results: dict[str, dict[str, Any]] = {}
+        self.failed: list[str] = []
+
+    def _meta(self, **export: Any) -> ModelMeta:
+        meta = ModelMeta.from_dict(self.meta.to_dict(), "checkpoint")
+        meta.export = {**self.fp32_export, **export}
+        return meta
+
+    def _verify(self, rel: str, engine_name: str, artifact: Path, precision: str) -> dict[str, Any] | None:
+        with engine_class(engine_name)(artifact, threads=self.cfg.threads) as engine:
+            cand = collect_logits(engine, self.paths, self.cfg.batch_size)
+        result = judge(self.ref_logits, cand, self.targets, precision, self.gates)
+        self.results[rel] = result
+        print(summary_line(rel, result), file=sys.stderr)
+        if result["passed"] or self.cfg.allow_degraded:
+            return result
+        self.failed.append(f"{rel}: {result['gate']} not met")
+        return None
+
+    @staticmethod
+    def _install(tmp: Path, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.is_dir():
+            shutil.rmtree(final)
+        tmp.replace(final)
+
+    def _onnx_target(self, rel: str, engine_name: str, build: Callable[[Path], ModelMeta], work: Path) -> None:
+        tmp = work / Path(rel).name
+        meta = build(tmp)
+        result = self._verify(rel, engine_name, tmp, meta.export["precision"])
+        if result is not None:
+            meta.export["verification"] = {k: result[k] for k in ("passed", "top1_agreement", "candidate_f1_micro")}
+            write_onnx_meta(tmp, meta)
+            self._install(tmp, self.model_dir / rel)
+
+    def run(self, targets: list[str]) -> None:
+        """Build every target; failures are collected in ``self.failed`` (the others still build)."""
+        cfg = self.cfg
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=self.model_dir) as tmp_dir:
+            work = Path(tmp_dir)
+            fp32 = work / "fp32.onnx"
+            export_onnx(self.reference.model, self.meta, fp32, cfg.opset, cfg.exporter, cfg.dynamic_hw)
+            self.fp32_export = dict(self.meta.export)
+            steps = {
+                "onnx": lambda: self._onnx_target("model.onnx", "onnx", self._copy_fp32(fp32), work),
+                "onnx-int8": lambda: self._onnx_target("model.int8.onnx", "onnx", self._int8(fp32), work),
+                "onnx-fp16": lambda: self._onnx_target("model.fp16.onnx", "onnx", self._fp16(fp32), work),
+                "openvino": lambda: self._openvino(fp32, work),
+                "trt": lambda: self._trt(fp32, work),
+            }
+            for target in targets:
+                try:
+                    steps[target]()
+                except UserError as exc:
+                    self.failed.append(f"{target}: {one_line(exc)}")
+                    print(f"FAIL {target}: {one_line(exc)}", file=sys.stderr)
+        if self.results:
+            update_record(self.model_dir, self.results)
+
+    def _copy_fp32(self, fp32: Path) -> Callable[[Path], ModelMeta]:
+        def build(out: Path) -> ModelMeta:
+            shutil.copyfile(fp32, out)
+            return self._meta()
+
+        return build
+
+    def _int8(self, fp32: Path, symmetric: bool = False) -> Callable[[Path], ModelMeta]:
+        def build(out: Path) -> ModelMeta:
+            calib, _ = labelled_images(
+                self.cfg, self.cfg.calibration_csv, self.cfg.calibration_images, self.meta.class_names
+            )
+            settings = quantize_int8(
+                fp32,
+                out,
+                calib,
+                self.meta,
+                method=self.cfg.int8_method,
+                activation_type="int8" if symmetric else self.cfg.int8_activation_type,
+                weight_type="int8" if symmetric else self.cfg.int8_weight_type,
+                per_channel=self.cfg.int8_per_channel,
+                symmetric_activations=symmetric,
+            )
+            meta = self._meta(precision="int8", quantization=settings)
+            write_onnx_meta(out, meta)
+            return meta
+
+        return build
+
+    def _fp16(self, fp32: Path) -> Callable[[Path], ModelMeta]:
+        def build(out: Path) -> ModelMeta:
+            settings = convert_fp16(fp32, out)
+            meta = self._meta(precision="fp16", fp16=settings)
+            write_onnx_meta(out, meta)
+            return meta
+
+        return build
+
+    def _openvino(self, fp32: Path, work: Path) -> None:
+        import openvino as ov
+
+        from export.openvino import export_openvino
+
+        meta = self._meta(format="openvino", precision="fp32", openvino=ov.get_version().split("-")[0])
+        xml = export_openvino(fp32, work / "openvino" / "model.xml", meta)
+        result = self._verify("openvino/model.xml", "openvino", xml, "fp32")
+        if result is not None:
+            meta.export["verification"] = {k: result[k] for k in ("passed", "top1_agreement", "candidate_f1_micro")}
+            final = export_openvino(fp32, work / "openvino-final" / "model.xml", meta)
+            self._install(final.parent, self.model_dir / "openvino")
+
+    def _trt(self, fp32: Path, work: Path) -> None:
+        from export.tensorrt import build_engine, require_tensorrt
+        from runtime.engines.tensorrt import sidecar_path
+
+        require_tensorrt()
+        precision = self.cfg.trt_precision
+        sources = {"fp32": fp32, "fp16": work / "trt.fp16.onnx", "int8-qdq": work / "trt.int8.onnx"}
+        self._fp16(fp32)(sources["fp16"])
+        if precision == "int8":
+            self._int8(fp32, symmetric=True)(sources["int8-qdq"])
+        calib, _ = labelled_images(
+            self.cfg, self.cfg.calibration_csv, self.cfg.calibration_images, self.meta.class_names
+        )
+        rel = ARTIFACT_FILES[("trt", precision)]
+        tmp = work / Path(rel).name
+        build_engine(
+            sources, tmp, self._meta(), precision, self.cfg.trt_batch, self.cfg.trt_workspace_mib,
+            self.cfg.trt_timing_cache, calib,
+        )  # fmt: skip
+        result = self._verify(rel, "trt", tmp, precision)
+        if result is not None:
+            self._install(sidecar_path(tmp), sidecar_path(self.model_dir / rel))
+            self._install(tmp, self.model_dir / rel)
+
+
+def export_model(name: str, cfg: ExportConfig, targets: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Export and verify ``artifacts/<name>``; returns the verification results by artifact.
 
     Raises:
-        UserError: missing checkpoint or data, or verification below ``min_agreement``.
+        UserError: missing checkpoint or data, or any target failing (after all targets were tried).
     """
-    model_dir = Path(cfg.artifacts) / name
-    checkpoint = model_dir / "best.pt"
-    if not checkpoint.is_file():
-        raise UserError(f"{checkpoint}: not found; run `make train MODEL={name}` first")
-    reference = TorchEngine(checkpoint, threads=cfg.threads)
-    meta = reference.meta
-    meta.checkpoint_sha256 = file_sha256(checkpoint)
-    paths, targets = verification_images(cfg, meta.class_names)
-    target = model_dir / "model.onnx"
-    with atomic_path(target, suffix=".onnx") as tmp:
-        export_onnx(reference.model, meta, tmp, opset=cfg.opset, exporter=cfg.exporter)
-        with OnnxEngine(tmp, threads=cfg.threads) as candidate:
-            result = run_pair(reference, candidate, paths, targets, cfg.batch_size)
-        result.update(
-            artifact=target.name,
-            exporter=cfg.exporter,
-            opset=cfg.opset,
-            min_agreement=cfg.min_agreement,
-            passed=result["top1_agreement"] >= cfg.min_agreement,
-        )
-        write_text(model_dir / "verify.json", json.dumps({"model.onnx": result}, indent=2) + "\n")
-        line = (
-            f"{target}: top-1 agreement {result['top1_agreement']:.4%} on {result['images']} images, "
-            f"max |dlogit| {result['max_abs_diff']:.2e}, min cosine {result['cosine_min']:.6f}"
-        )
-        if not result["passed"]:
-            raise UserError(f"{line} < {cfg.min_agreement:.1%}: export rejected, model.onnx not written")
-    print(line, file=sys.stderr)
-    return result
+    exporter = Exporter(name, cfg)
+    exporter.run(targets or cfg.targets)
+    if exporter.failed:
+        raise UserError("; ".join(exporter.failed))
+    return exporter.results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,11 +284,24 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="model name: artifacts/<model>/best.pt is exported")
     p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
+    p.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGETS)} (overrides the config)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="TensorRT precision (overrides trt_precision)")
+    p.add_argument("--allow-degraded", action="store_true", help="install artifacts that fail their gate")
     p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)
     if args.data:
         overrides["data"] = args.data
+    if args.targets:
+        overrides["targets"] = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.precision:
+        overrides["trt_precision"] = args.precision
+    if args.allow_degraded:
+        overrides["allow_degraded"] = True
     export_model(args.model, load_config(ExportConfig, args.config, overrides))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

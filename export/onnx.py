@@ -53,20 +53,30 @@ def export_onnx(
     out: str | os.PathLike,
     opset: int = 18,
     exporter: str = "dynamo",
+    dynamic_hw: bool = False,
 ) -> Path:
     """Export ``model`` (eval mode) to ``out`` and embed ``meta`` (with ``meta.export`` filled in).
 
     Writes exactly ``out`` (no ``.onnx.data``) unless the weights exceed protobuf's 2 GiB limit, in which case
     the weights go to ``<out>.data`` beside it.
 
+    ``dynamic_hw`` also makes height and width dynamic; it is refused for fixed-size backbones (timm's
+    ``pretrained_cfg["fixed_input_size"]``: ViT, Swin, ...), whose graphs break at other sizes (timm#1844).
+
     Raises:
-        UserError: unsupported opset or exporter, or an export whose batch axis is not dynamic or whose H/W
-            are not fixed.
+        UserError: unsupported opset or exporter, dynamic H/W on a fixed-size backbone, or an export whose
+            axes did not come out as requested.
     """
     if opset < MIN_OPSET:
         raise UserError(f"opset {opset} < {MIN_OPSET}: LayerNorm would not export as LayerNormalization")
     if exporter not in EXPORTERS:
         raise UserError(f"unknown exporter {exporter!r} (choose from {', '.join(EXPORTERS)})")
+    if dynamic_hw and getattr(model, "pretrained_cfg", {}).get("fixed_input_size", False):
+        raise UserError(
+            f"{meta.architecture} has a fixed input size (window/position embeddings): dynamic H/W would run at "
+            f"{meta.input_size[1]}x{meta.input_size[2]} only and fail at other sizes (timm#1844); "
+            "keep dynamic_hw: false"
+        )
     out = Path(out)
     wrapper = LogitsAndFeatures(model.cpu()).eval()
     example = torch.randn(2, *meta.input_size)
@@ -74,14 +84,18 @@ def export_onnx(
     names = {"input_names": ["input"], "output_names": ["logits", "features"]}
     with torch.no_grad():
         if exporter == "dynamo":
-            batch = torch.export.Dim("batch", min=1, max=65536)
+            axes = {0: torch.export.Dim("batch", min=1, max=65536)}
+            if dynamic_hw:
+                axes.update(
+                    {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
+                )
             program = torch.onnx.export(
                 wrapper,
                 (example,),
                 dynamo=True,
                 external_data=False,
                 opset_version=opset,
-                dynamic_shapes=({0: batch},),
+                dynamic_shapes=(axes,),
                 optimize=True,
                 **names,
             )
@@ -94,26 +108,28 @@ def export_onnx(
                 str(tmp),
                 dynamo=False,
                 opset_version=opset,
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+                dynamic_axes={
+                    "input": {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"},
+                    "logits": {0: "batch"},
+                    "features": {0: "batch"},
+                },
                 **names,
             )
             proto = onnx.load(str(tmp))
             tmp.unlink()
-    _check_shapes(proto, meta)
+    _check_shapes(proto, meta, dynamic_hw)
     meta.export = {
         "format": "onnx",
         "precision": "fp32",
         "opset": opset,
         "exporter": exporter,
-        "dynamic_axes": ["batch"],
+        "dynamic_axes": ["batch", "height", "width"] if dynamic_hw else ["batch"],
         "outputs": ["logits", "features"],
         "torch": torch.__version__,
         "timm": timm.__version__,
         "onnx": onnx.__version__,
     }
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_META_KEY, meta.to_json()
+    _set_meta(proto, meta)
     proto.producer_name = "imgcls-deploy"
     onnx.checker.check_model(proto) if param_bytes < _PROTOBUF_LIMIT else None
     external = param_bytes >= _PROTOBUF_LIMIT * 0.95
@@ -121,10 +137,26 @@ def export_onnx(
     return out
 
 
-def _check_shapes(proto: onnx.ModelProto, meta: ModelMeta) -> None:
+def _set_meta(proto: onnx.ModelProto, meta: ModelMeta) -> None:
+    for i in reversed(range(len(proto.metadata_props))):
+        if proto.metadata_props[i].key == ONNX_META_KEY:
+            del proto.metadata_props[i]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, meta.to_json()
+
+
+def write_onnx_meta(path: str | os.PathLike, meta: ModelMeta) -> None:
+    """Replace the artifact contract stored in ``path``'s ``metadata_props`` (rewrites the file in place)."""
+    proto = onnx.load(str(path))
+    _set_meta(proto, meta)
+    onnx.save_model(proto, str(path))
+
+
+def _check_shapes(proto: onnx.ModelProto, meta: ModelMeta, dynamic_hw: bool) -> None:
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     if dims[0].dim_value:  # a fixed number means the exporter specialised the batch axis
         raise UserError(f"export: batch axis came out fixed at {dims[0].dim_value}; expected dynamic")
     fixed = tuple(d.dim_value for d in dims[1:])
-    if fixed != tuple(meta.input_size):
-        raise UserError(f"export: input shape {fixed} differs from the checkpoint's {meta.input_size}")
+    expected = (meta.input_size[0], 0, 0) if dynamic_hw else tuple(meta.input_size)
+    if fixed != expected:
+        raise UserError(f"export: input dims {fixed} differ from the expected {expected} (0 = dynamic)")

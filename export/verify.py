@@ -1,19 +1,38 @@
-"""Compare an exported artifact with the FP32 torch checkpoint on real, labelled images.
+"""Verification of exported artifacts against the FP32 torch checkpoint on real, labelled images.
 
-Both engines receive the same preprocessed batches (the runtime's eval transform). Reported: top-1
-agreement, max absolute logit difference, mean/min cosine similarity of logits, and each engine's micro-F1.
+Every artifact's logits are compared with the checkpoint's on the same preprocessed batches: top-1 agreement,
+max absolute difference and cosine of logits, and micro-F1 of both. Gates: an FP32 artifact must agree on
+>= 99.9% of images; a reduced-precision one (FP16, INT8) must keep >= 99% of the FP32 micro-F1 (MLPerf's
+accuracy rule for low-precision results). ``python -m export.verify --model <m>`` (``make verify``) re-checks
+every artifact present and exits with status 2 if any fails.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runtime.atomic import write_text
 from runtime.engines.base import Engine
+from runtime.errors import UserError, run_cli
 from runtime.pipeline import iter_batches
+
+
+@dataclasses.dataclass
+class Gates:
+    """Acceptance thresholds: ``min_agreement`` (FP32 top-1 agreement), ``min_f1_ratio`` (reduced precision
+    micro-F1 as a fraction of the FP32 checkpoint's)."""
+
+    min_agreement: float = 0.999
+    min_f1_ratio: float = 0.99
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
@@ -22,6 +41,9 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
     Returns:
         ``top1_agreement`` (fraction of rows with the same argmax), ``max_abs_diff``, ``cosine_mean`` and
         ``cosine_min`` (row-wise cosine similarity).
+
+    Raises:
+        ValueError: the shapes differ.
     """
     if reference.shape != candidate.shape:
         raise ValueError(f"logit shapes differ: {reference.shape} vs {candidate.shape}")
@@ -37,27 +59,102 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
     }
 
 
-def run_pair(
-    reference: Engine,
-    candidate: Engine,
-    paths: Sequence[str | os.PathLike],
-    targets: Sequence[int] | None = None,
-    batch_size: int = 32,
+def collect_logits(engine: Engine, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> np.ndarray:
+    """Logits (N, K) of ``engine`` on ``paths``, preprocessed with the engine's own metadata."""
+    return np.concatenate([engine.run(batch) for batch in iter_batches(paths, engine.meta, batch_size)])
+
+
+def judge(
+    reference: np.ndarray, candidate: np.ndarray, targets: Sequence[int], precision: str, gates: Gates
 ) -> dict[str, Any]:
-    """Run both engines on the same preprocessed batches of ``paths`` and compare them.
+    """Compare ``candidate`` logits with the FP32 ``reference`` and apply the gate for ``precision``.
 
     Returns:
-        :func:`compare_logits`'s keys plus ``images`` and, when ``targets`` are given, ``reference_accuracy``
-        and ``candidate_accuracy`` (micro-F1 of single-label data equals accuracy).
+        :func:`compare_logits`'s keys plus ``images``, ``precision``, ``reference_f1_micro``,
+        ``candidate_f1_micro`` (micro-F1 equals accuracy for single-label data), ``f1_delta``, ``gate`` (text)
+        and ``passed``.
     """
-    ref_out, cand_out = [], []
-    for batch in iter_batches(paths, reference.meta, batch_size):
-        ref_out.append(reference.run(batch))
-        cand_out.append(candidate.run(batch))
-    ref, cand = np.concatenate(ref_out), np.concatenate(cand_out)
-    result: dict[str, Any] = {"images": len(paths), **compare_logits(ref, cand)}
-    if targets is not None:
-        y = np.asarray(targets)
-        result["reference_f1_micro"] = float(np.mean(ref.argmax(1) == y))
-        result["candidate_f1_micro"] = float(np.mean(cand.argmax(1) == y))
+    y = np.asarray(targets)
+    ref_f1 = float(np.mean(reference.argmax(1) == y))
+    cand_f1 = float(np.mean(candidate.argmax(1) == y))
+    result: dict[str, Any] = {"images": len(y), "precision": precision, **compare_logits(reference, candidate)}
+    result.update(reference_f1_micro=ref_f1, candidate_f1_micro=cand_f1, f1_delta=cand_f1 - ref_f1)
+    if precision == "fp32":
+        result["gate"] = f"top-1 agreement >= {gates.min_agreement:.2%}"
+        result["passed"] = result["top1_agreement"] >= gates.min_agreement
+    else:
+        result["gate"] = f"micro-F1 >= {gates.min_f1_ratio:.0%} of FP32 ({gates.min_f1_ratio * ref_f1:.4f})"
+        result["passed"] = cand_f1 >= gates.min_f1_ratio * ref_f1
     return result
+
+
+def summary_line(name: str, result: dict[str, Any]) -> str:
+    """One line describing a verification result."""
+    verdict = "PASS" if result["passed"] else "FAIL"
+    return (
+        f"{verdict} {name} ({result['precision']}): top-1 agreement {result['top1_agreement']:.2%}, "
+        f"max |dlogit| {result['max_abs_diff']:.2e}, micro-F1 {result['candidate_f1_micro']:.4f} vs "
+        f"{result['reference_f1_micro']:.4f} FP32 on {result['images']} images [{result['gate']}]"
+    )
+
+
+def update_record(model_dir: Path, results: dict[str, dict[str, Any]]) -> Path:
+    """Merge ``results`` (artifact file -> result) into ``<model_dir>/verify.json``, atomically."""
+    path = model_dir / "verify.json"
+    record: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            record = {}
+    record.update(results)
+    write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export.verify``: re-verify every artifact of a model; exit 2 if any fails its gate."""
+    from export.export import ExportConfig, installed_artifacts, verification_set
+    from runtime.config import load_config, parse_overrides
+    from runtime.engines import create_engine
+    from runtime.engines.pytorch import TorchEngine
+
+    p = argparse.ArgumentParser(prog="python -m export.verify", description=main.__doc__)
+    p.add_argument("--model", required=True, help="model name: artifacts/<model>/")
+    p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
+    p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    args = p.parse_args(argv)
+    overrides = parse_overrides(args.set)
+    if args.data:
+        overrides["data"] = args.data
+    cfg = load_config(ExportConfig, args.config, overrides)
+    model_dir = Path(cfg.artifacts) / args.model
+    checkpoint = model_dir / "best.pt"
+    if not checkpoint.is_file():
+        raise UserError(f"{checkpoint}: not found; run `make train MODEL={args.model}` first")
+    with TorchEngine(checkpoint, threads=cfg.threads) as reference:
+        paths, targets = verification_set(cfg, reference.meta.class_names)
+        ref_logits = collect_logits(reference, paths, cfg.batch_size)
+    results, failed = {}, []
+    for rel, engine_name, precision in installed_artifacts(model_dir):
+        try:
+            with create_engine(engine_name, model_dir / rel, threads=cfg.threads) as engine:
+                cand = collect_logits(engine, paths, cfg.batch_size)
+        except UserError as exc:
+            print(f"SKIP {rel}: {exc}", file=sys.stderr)
+            continue
+        results[rel] = judge(ref_logits, cand, targets, precision, Gates(cfg.min_agreement, cfg.min_f1_ratio))
+        print(summary_line(rel, results[rel]), file=sys.stderr)
+        if not results[rel]["passed"]:
+            failed.append(rel)
+    if not results:
+        raise UserError(f"{model_dir}: no exported artifact to verify; run `make export MODEL={args.model}`")
+    update_record(model_dir, results)
+    if failed:
+        raise UserError(f"{', '.join(failed)} failed verification (details in {model_dir / 'verify.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

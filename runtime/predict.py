@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="image folder (default: <data>/<csv stem>/ or <data>/train/)")
     p.add_argument("--out", default="submission.csv", help="output CSV (default: submission.csv)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        help="artifact precision inside a model folder (default: fp32; a file runs at its own precision)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: library default)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default: 2)")
@@ -50,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     require_dir(images, "image folder")
     ids = df["image_id"].tolist()
     paths = image_paths(images, ids)
-    with create_engine(args.engine, args.model, device=args.device, threads=args.threads) as engine:
+    with create_engine(
+        args.engine, args.model, device=args.device, threads=args.threads, precision=args.precision
+    ) as engine:
         start = time.perf_counter()
         logits = predict_logits(engine, paths, args.batch_size, args.workers, progress=not args.no_progress)
         seconds = time.perf_counter() - start
@@ -58,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = [engine.meta.class_names[i] for i in np.argmax(logits, axis=1)]
     out = write_submission(args.out, ids, labels)
     print(
-        f"{out}: {len(ids)} rows | engine {info['engine']} ({info['provider']}, {info['device']}) | "
-        f"{len(ids) / seconds:.1f} img/s end-to-end",
+        f"{out}: {len(ids)} rows | engine {info['engine']} {info['precision']} ({info['provider']}, "
+        f"{info['device']}) | {len(ids) / seconds:.1f} img/s end-to-end",
         file=sys.stderr,
     )
     return 0

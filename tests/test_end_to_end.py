@@ -80,7 +80,7 @@ def test_onnx_copied_alone_still_runs(tiny_model: dict[str, Path], tmp_path: Pat
     assert sub.equals(reference)
 
 
-def test_bench_scores_both_engines(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+def test_bench_scores_every_engine(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "reports"
     sets = [
         f"data={tiny_model['data']}",
@@ -88,21 +88,30 @@ def test_bench_scores_both_engines(tiny_model: dict[str, Path], tmp_path: Path) 
         f"out={out}",
         "min_seconds=0.2",
         "batch_sizes=[4]",
+        "engines=[torch, onnx, onnx:int8, onnx:fp16, openvino, openvino:int8]",
     ]
     args = ["--config", str(ROOT / "configs/bench.yaml")] + [a for s in sets for a in ("--set", s)]
     assert run_cli(bench_main, args) == 0
     table = pd.read_csv(out / "bench.csv")
-    assert table["engine"].tolist() == ["torch", "onnx"]
+    assert list(zip(table["engine"], table["precision"], strict=True)) == [
+        ("torch", "fp32"),
+        ("onnx", "fp32"),
+        ("onnx", "int8"),
+        ("onnx", "fp16"),
+        ("openvino", "fp32"),
+        ("openvino", "int8"),
+    ]
     assert (table["status"] == "ok").all() and (table["backbone"] == "tiny").all()
     assert table["f1_micro"].between(0, 1).all() and table["f1_macro"].between(0, 1).all()
-    assert table["f1_micro"].nunique() == 1 and table["f1_macro"].nunique() == 1
+    fp32 = table[table["precision"] == "fp32"]
+    assert fp32["f1_micro"].nunique() == 1 and fp32["f1_macro"].nunique() == 1  # same labels from every FP32 engine
     assert (table["img_per_s"] > 0).all() and (table["img_per_s_engine"] > 0).all()
     # F1 recomputed from the torch engine's own submission equals the bench's number
     sub = _predict("torch", tiny_model["artifacts"], tiny_model["data"], tmp_path / "s.csv")
     truth = pd.read_csv(tiny_model["data"] / "test_labels.csv")
     assert table["f1_micro"][0] == pytest.approx(np.mean(sub["label"].to_numpy() == truth["label"].to_numpy()))
     md = (out / "bench.md").read_text()
-    assert "| tiny | torch | 4 |" in md and "| tiny | onnx | 4 |" in md
+    assert "| tiny | torch | fp32 | 4 |" in md and "| tiny | onnx | int8 | 4 |" in md
 
 
 _NO_TORCH = """

@@ -1,6 +1,7 @@
 """Engine registry: backends are looked up by name and imported only when used.
 
-``runtime`` must work without torch: the torch backend is imported only when ``--engine torch`` is asked for.
+``runtime`` must work without torch: the torch backend is imported only when ``--engine torch`` is asked for,
+and likewise OpenVINO and TensorRT.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import importlib
 import os
 from pathlib import Path
 
+from runtime.artifacts import artifact_file, precisions_for
 from runtime.engines.base import Engine
 from runtime.errors import UserError
 
@@ -16,6 +18,8 @@ from runtime.errors import UserError
 _BACKENDS: dict[str, tuple[str, str, str]] = {
     "torch": ("runtime.engines.pytorch", "TorchEngine", "train"),
     "onnx": ("runtime.engines.onnxrt", "OnnxEngine", "cpu"),
+    "openvino": ("runtime.engines.openvino", "OpenVINOEngine", "cpu"),
+    "trt": ("runtime.engines.tensorrt", "TensorRTEngine", "gpu"),
 }
 
 ENGINE_NAMES = tuple(_BACKENDS)
@@ -39,26 +43,43 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(module, class_name)
 
 
-def resolve_artifact(name: str, model: str | os.PathLike) -> Path:
-    """The artifact file for engine ``name``: ``model`` itself if it is a file, else the engine's default
-    file inside the folder ``model`` (e.g. ``artifacts/<m>/model.onnx``).
+def resolve_artifact(name: str, model: str | os.PathLike, precision: str | None = None) -> Path:
+    """The artifact file for engine ``name``: ``model`` itself if it is a file, else the file for
+    ``precision`` (default fp32) inside the folder ``model`` (e.g. ``artifacts/<m>/model.int8.onnx``).
 
     Raises:
-        UserError: nothing found at that path.
+        UserError: the engine has no such precision, or nothing is found at that path.
     """
     model = Path(model)
-    path = model / engine_class(name).artifact_name if model.is_dir() else model
+    if model.is_file():
+        return model
+    path = artifact_file(model, name, precision or "fp32")
+    if path is None:
+        raise UserError(f"engine {name!r} has no {precision} artifact (available: {', '.join(precisions_for(name))})")
     if not path.is_file():
-        hint = " (run `make train` / `make export` first)" if model.is_dir() or not model.exists() else ""
-        raise UserError(f"{path}: artifact for engine {name!r} not found{hint}")
+        raise UserError(f"{path}: artifact for engine {name!r} not found (run `make train` / `make export` first)")
     return path
 
 
-def create_engine(name: str, model: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> Engine:
+def create_engine(
+    name: str,
+    model: str | os.PathLike,
+    device: str = "cpu",
+    threads: int | None = None,
+    precision: str | None = None,
+) -> Engine:
     """Open ``model`` (an artifact file or a model folder) with backend ``name``.
+
+    ``precision`` picks the artifact inside a model folder; for a file it must match the file's own precision
+    (``None`` accepts whatever the file holds).
 
     Raises:
         UserError: unknown engine, missing library, missing or mismatched artifact.
     """
     cls = engine_class(name)
-    return cls(resolve_artifact(name, model), device=device, threads=threads)
+    engine = cls(resolve_artifact(name, model, precision), device=device, threads=threads)
+    built = engine.meta.export.get("precision", "fp32")
+    if precision is not None and built != precision:
+        engine.close()
+        raise UserError(f"{engine.artifact}: holds a {built} model but {precision} was requested")
+    return engine

@@ -43,18 +43,18 @@ def test_engine_throughput_warms_up_and_repeats() -> None:
 def test_reports_hold_every_cell_and_failed_reasons(tmp_path: Path) -> None:
     rows = [
         dict(
-            backbone="m", engine="torch", batch_size=8, f1_micro=0.5, f1_macro=0.25, img_per_s=10.0,
+            backbone="m", engine="torch", precision="fp32", batch_size=8, f1_micro=0.5, f1_macro=0.25, img_per_s=10.0,
             img_per_s_engine=20.0, status="ok",
         ),
-        dict(backbone="m", engine="onnx", batch_size=8, status="skipped: model.onnx not found"),
+        dict(backbone="m", engine="onnx", precision="int8", batch_size=8, status="skipped: model.onnx not found"),
     ]  # fmt: skip
     csv_path, md_path = write_reports(rows, tmp_path, "# header")
     table = pd.read_csv(csv_path)
     assert table["engine"].tolist() == ["torch", "onnx"]
     assert table["status"].tolist() == ["ok", "skipped: model.onnx not found"]
     md = md_path.read_text()
-    assert md.startswith("# header") and "| m | torch | 8 | 0.5000 | 0.2500 | 10.0 | 20.0 | ok |" in md
-    assert "| m | onnx | 8 | - | - | - | - | skipped: model.onnx not found |" in markdown_table(rows)
+    assert md.startswith("# header") and "| m | torch | fp32 | 8 | 0.5000 | 0.2500 | 10.0 | 20.0 | ok |" in md
+    assert "| m | onnx | int8 | 8 | - | - | - | - | skipped: model.onnx not found |" in markdown_table(rows)
 
 
 def test_missing_artifact_is_a_recorded_skip(tiny_model: dict[str, Path], tmp_path: Path) -> None:
