@@ -243,7 +243,7 @@ class Exporter:
 
     def _trt(self, fp32: Path, work: Path) -> None:
         from export.tensorrt import build_engine, require_tensorrt
-        from runtime.engines.tensorrt import sidecar_path
+        from runtime.engines.trt_checks import sidecar_path
 
         require_tensorrt()
         precision = self.cfg.trt_precision

@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.atomic import atomic_path, write_text
-from runtime.engines.trt_checks import build_plan, check_built_precision, layer_precisions, profile_shapes, trt_major
+from runtime.engines.trt_checks import (
+    build_plan,
+    check_built_precision,
+    layer_precisions,
+    profile_shapes,
+    sidecar_path,
+    trt_major,
+)
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
 from runtime.pipeline import iter_batches
@@ -101,7 +108,6 @@ def build_engine(
     """
     trt = require_tensorrt()
     from runtime.engines import cuda
-    from runtime.engines.tensorrt import sidecar_path
 
     plan = build_plan(trt_major(trt.__version__), precision)
     onnx_path = sources[plan.source]

@@ -77,3 +77,22 @@ def tiny_model(elpv_small: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     )
     assert code == 0
     return {"work": work, "artifacts": work / "artifacts" / "tiny", "config": config, "data": elpv_small}
+
+
+def _gpu_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` when no CUDA GPU is visible."""
+    if _gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (and the 'gpu' extra); none here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

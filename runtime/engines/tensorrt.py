@@ -8,7 +8,6 @@ Not exercised on this project's CPU-only CI: the GPU tests are marked ``gpu``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,14 +15,9 @@ import tensorrt as trt
 
 from runtime.engines import cuda
 from runtime.engines.base import Engine
-from runtime.engines.trt_checks import check_engine_compat
+from runtime.engines.trt_checks import check_engine_compat, sidecar_path
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
-
-
-def sidecar_path(engine_path: str | os.PathLike) -> Path:
-    """``model.fp16.engine`` -> ``model.fp16.engine.json``."""
-    return Path(f"{engine_path}.json")
 
 
 def read_sidecar(engine_path: str | os.PathLike) -> ModelMeta:

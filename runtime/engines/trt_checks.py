@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    """``model.fp16.engine`` -> ``model.fp16.engine.json`` (the artifact contract beside an engine)."""
+    return Path(f"{engine_path}.json")
 
 
 def trt_major(version: str) -> int:
