@@ -144,6 +144,15 @@ def test_runtime_predicts_with_onnx_without_torch(tiny_model: dict[str, Path], t
     assert proc.returncode == 0, proc.stderr
     reference = _predict("onnx", tiny_model["artifacts"], tiny_model["data"], tmp_path / "ref.csv")
     assert pd.read_csv(out).equals(reference)
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, "--engine", "openvino", *args[2:], "--out", str(out), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert pd.read_csv(out).equals(reference)
     blocked = subprocess.run(
         [sys.executable, "-c", _NO_TORCH, "--engine", "torch", *args[2:], "--out", str(out)],
         cwd=ROOT,

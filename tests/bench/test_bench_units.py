@@ -61,8 +61,15 @@ def test_missing_artifact_is_a_recorded_skip(tiny_model: dict[str, Path], tmp_pa
     artifacts = tmp_path / "artifacts"
     shutil.copytree(tiny_model["artifacts"], artifacts / "tiny")
     (artifacts / "tiny" / "model.onnx").unlink()
-    cfg = BenchConfig(data=str(tiny_model["data"]), artifacts=str(artifacts), min_seconds=0.1, batch_sizes=[4])
+    cfg = BenchConfig(
+        data=str(tiny_model["data"]),
+        artifacts=str(artifacts),
+        min_seconds=0.1,
+        batch_sizes=[4],
+        engines=["torch", "onnx", "trt:fp16"],
+    )
     rows = run_bench(cfg)
-    assert [r["engine"] for r in rows] == ["torch", "onnx"]
+    assert [r["engine"] for r in rows] == ["torch", "onnx", "trt"]
     assert rows[0]["status"] == "ok" and 0 <= rows[0]["f1_micro"] <= 1
     assert rows[1]["status"].startswith("skipped:") and "model.onnx" in rows[1]["status"]
+    assert rows[2]["status"].startswith("skipped:") and "gpu" in rows[2]["status"]
