@@ -1,8 +1,5 @@
 """``python -m bench``: see :mod:`bench.run`."""
 
-import sys
+from runtime.errors import run_module_main
 
-from bench.run import main
-from runtime.errors import run_cli
-
-sys.exit(run_cli(main))
+run_module_main("bench.run", "train,cpu,bench")

@@ -8,7 +8,6 @@ recorded with its reason and the matrix goes on. Writes ``<out>/bench.csv`` and 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import platform
@@ -25,7 +24,7 @@ from runtime.artifacts import PRECISIONS
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
 from runtime.engines import ENGINE_NAMES, create_engine
-from runtime.errors import UserError, one_line
+from runtime.errors import ArgumentParser, UserError, description, one_line
 from runtime.pipeline import iter_batches, predict_logits
 from train.loop import f1_micro_macro
 
@@ -149,12 +148,14 @@ def cpu_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench``."""
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m bench", description=description(__doc__))
     p.add_argument("--config", default="configs/bench.yaml", help="YAML config (default: configs/bench.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     args = p.parse_args(argv)
     cfg = load_config(BenchConfig, args.config, parse_overrides(args.set))
     rows = run_bench(cfg)
+    if all(r["status"] != "ok" for r in rows):
+        raise UserError(f"no bench cell could run, reports left as they were (first reason: {rows[0]['status']})")
     header = (
         f"# Bench: {Path(cfg.data).name} held-out set ({cfg.csv})\n\n"
         f"{time.strftime('%Y-%m-%d %H:%M')} | {cpu_name()} ({os.cpu_count()} cores) | "

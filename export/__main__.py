@@ -1,8 +1,5 @@
 """``python -m export``: see :mod:`export.export`."""
 
-import sys
+from runtime.errors import run_module_main
 
-from export.export import main
-from runtime.errors import run_cli
-
-sys.exit(run_cli(main))
+run_module_main("export.export", "train,cpu")

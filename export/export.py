@@ -16,7 +16,6 @@ A target that fails its gate is not installed (unless ``allow_degraded``), the f
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shutil
 import sys
@@ -25,15 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from export.onnx import EXPORTERS, export_onnx, file_sha256, write_onnx_meta
+from export.onnx import EXPORTERS, export_onnx, write_onnx_meta
 from export.quantize import CALIBRATION_METHODS, QUANT_TYPES, convert_fp16, quantize_int8
 from export.verify import Gates, collect_logits, judge, summary_line, update_record
-from runtime.artifacts import ARTIFACT_FILES
+from runtime.artifacts import ARTIFACT_FILES, file_sha256
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
 from runtime.engines import engine_class
 from runtime.engines.pytorch import TorchEngine
-from runtime.errors import UserError, one_line, run_cli
+from runtime.errors import ArgumentParser, UserError, description, one_line, run_cli
 from runtime.metadata import ModelMeta
 
 TARGETS = ("onnx", "onnx-int8", "onnx-fp16", "openvino", "trt")
@@ -281,7 +280,7 @@ def export_model(name: str, cfg: ExportConfig, targets: list[str] | None = None)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m export``."""
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m export", description=description(__doc__))
     p.add_argument("--model", required=True, help="model name: artifacts/<model>/best.pt is exported")
     p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
     p.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGETS)} (overrides the config)")

@@ -9,7 +9,6 @@ axis stays symbolic (pytorch#165748).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -36,15 +35,6 @@ class LogitsAndFeatures(torch.nn.Module):
         """x: float32 (N, 3, H, W) -> (logits (N, K), features (N, D))."""
         f = self.model.forward_features(x)
         return self.model.forward_head(f, pre_logits=False), self.model.forward_head(f, pre_logits=True)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_onnx(

@@ -9,7 +9,6 @@ every artifact present and exits with status 2 if any fails.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -22,7 +21,7 @@ import numpy as np
 
 from runtime.atomic import write_text
 from runtime.engines.base import Engine
-from runtime.errors import UserError, run_cli
+from runtime.errors import ArgumentParser, UserError, description, run_cli
 from runtime.pipeline import iter_batches
 
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.engines import create_engine
     from runtime.engines.pytorch import TorchEngine
 
-    p = argparse.ArgumentParser(prog="python -m export.verify", description=main.__doc__)
+    p = ArgumentParser(prog="python -m export.verify", description=description(__doc__))
     p.add_argument("--model", required=True, help="model name: artifacts/<model>/")
     p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
     p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")

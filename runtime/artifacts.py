@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -30,3 +31,12 @@ def artifact_file(model_dir: str | os.PathLike, engine: str, precision: str) -> 
 def precisions_for(engine: str) -> list[str]:
     """Precisions an engine can run."""
     return [p for (e, p) in ARTIFACT_FILES if e == engine]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from runtime.errors import UserError
+from runtime.errors import UserError, short_reason
 
 ID_COLUMN = "image_id"
 LABEL_COLUMN = "label"
@@ -47,8 +47,7 @@ def read_csv(path: str | os.PathLike, require_label: bool = False) -> pd.DataFra
     try:
         df = pd.read_csv(path, dtype=str, encoding="utf-8-sig", skipinitialspace=True, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: cannot parse CSV ({reason})") from None
+        raise UserError(f"{path}: cannot parse CSV ({short_reason(exc)})") from None
     df.columns = [str(c).strip() for c in df.columns]
     if ID_COLUMN not in df.columns:
         raise UserError(f"{path}: no {ID_COLUMN!r} column (found: {', '.join(df.columns) or 'none'})")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from runtime.errors import UserError
+from runtime.errors import UserError, short_reason
 from runtime.metadata import ModelMeta
 
 _PIL_FILTERS = {
@@ -83,8 +83,7 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: image too large (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"{path}: cannot decode image ({reason})") from None
+        raise ImageError(f"{path}: cannot decode image ({short_reason(exc)})") from None
 
 
 def _resize(img: Image.Image, size_hw: tuple[int, int], resample: int) -> Image.Image:

@@ -100,3 +100,71 @@ def test_make_unknown_model_fails_with_one_line() -> None:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert "error: unknown MODEL 'no_such_backbone'" in proc.stderr
+
+
+def test_corrupt_checkpoint_and_wrong_file_type(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    text = tmp_path / "text.pt"
+    text.write_text("hello world\n")
+    proc = run_module("runtime.predict", "--engine", "torch", "--model", str(text), "--data", str(tiny_model["data"]))
+    assert_one_line_error(proc, "text.pt", "not a PyTorch checkpoint")
+    onnx_file = str(tiny_model["artifacts"] / "model.onnx")
+    proc = run_module("runtime.predict", "--engine", "torch", "--model", onnx_file, "--data", str(tiny_model["data"]))
+    assert_one_line_error(proc, "model.onnx", "use --engine onnx")
+
+
+def test_bad_flag_values_are_one_line(tiny_model: dict[str, Path]) -> None:
+    args = ["--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"])]
+    for flag in (["--batch-size", "-1"], ["--threads", "0"], ["--batch-size", "many"]):
+        proc = run_module("runtime.predict", *args, *flag)
+        assert_one_line_error(proc, flag[0])
+
+
+def test_output_path_that_is_a_folder(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    args = ["--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"]), "--no-progress"]
+    proc = run_module("runtime.predict", *args, "--out", str(tmp_path))
+    assert_one_line_error(proc, str(tmp_path), "Is a directory")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_module("runtime.predict", *args, "--out", str(blocker / "x.csv"))
+    assert_one_line_error(proc, str(blocker))
+
+
+def test_bench_with_no_runnable_cell_keeps_the_old_report(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "bench.md").write_text("good report\n")
+    sets = [f"data={tiny_model['data']}", f"artifacts={tiny_model['work'] / 'artifacts'}", f"out={out}"]
+    proc = run_module("bench", *[a for s in [*sets, "models=[nosuch]"] for a in ("--set", s)])
+    assert_one_line_error(proc, "no bench cell could run", "nosuch")
+    assert (out / "bench.md").read_text() == "good report\n"
+
+
+def test_artifact_from_an_older_checkpoint_is_refused(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+
+    model_dir = Path(shutil.copytree(tiny_model["artifacts"], tmp_path / "tiny"))
+    ckpt = torch.load(model_dir / "best.pt", weights_only=True)
+    ckpt["epoch"] = 99  # "retrained": a different best.pt than the one model.onnx was exported from
+    torch.save(ckpt, model_dir / "best.pt")
+    args = ["--engine", "onnx", "--data", str(tiny_model["data"]), "--out", str(tmp_path / "s.csv")]
+    proc = run_module("runtime.predict", *args, "--model", str(model_dir))
+    assert_one_line_error(proc, "model.onnx", "older best.pt", "make export")
+    proc = run_module("runtime.predict", *args, "--model", str(model_dir / "model.onnx"))
+    assert proc.returncode == 0, proc.stderr  # the file itself is used as asked
+
+
+def test_split_refuses_duplicate_ids(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("image_id,label\na,x\nb,x\na,y\nc,y\nd,x\ne,y\n")
+    proc = run_module("train.split", "--set", f"dataset={tmp_path}")
+    assert_one_line_error(proc, "train.csv", "'a' appears more than once")
+
+
+def test_prepare_rebuilds_an_incomplete_dataset(tmp_path: Path) -> None:
+    from train.prepare_elpv import is_complete, prepare
+
+    data = prepare(tmp_path / "elpv", per_class=4, seed=1)
+    assert is_complete(data)
+    next((data / "test").iterdir()).unlink()
+    assert not is_complete(data)
+    prepare(data, per_class=4, seed=1)
+    assert is_complete(data)

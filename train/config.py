@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
+from typing import ClassVar
 
 from runtime.config import load_config
 from runtime.errors import UserError
@@ -51,18 +53,26 @@ class TrainConfig:
     class_map: str = "encode_classes.json"
     artifacts: str = "artifacts"
     runs: str = "runs"
+    #: where the config came from, for error messages (set by :meth:`validate`; not a YAML key)
+    source: ClassVar[str] = "config"
 
     def validate(self, source: str) -> None:
-        """Raises UserError naming the first key with an impossible value."""
+        """Raises UserError naming the first key with an impossible value; remembers ``source``."""
+        self.source = source  # type: ignore[misc]
         checks = [
             ("epochs", self.epochs >= 1),
             ("batch_size", self.batch_size >= 1),
-            ("lr", self.lr > 0),
-            ("weight_decay", self.weight_decay >= 0),
+            ("lr", math.isfinite(self.lr) and self.lr > 0),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0),
+            ("hflip", 0 <= self.hflip <= 1),
+            ("vflip", 0 <= self.vflip <= 1),
+            ("color_jitter", 0 <= self.color_jitter <= 1),
+            ("mean", self.mean is None or (len(self.mean) == 3 and all(0 <= v <= 1 for v in self.mean))),
+            ("std", self.std is None or (len(self.std) == 3 and all(0 < v <= 1 for v in self.std))),
             ("label_smoothing", 0 <= self.label_smoothing < 1),
             ("lr_step_epochs", self.lr_step_epochs >= 1),
             ("lr_gamma", 0 < self.lr_gamma <= 1),
-            ("img_size", self.img_size is None or self.img_size >= 8),
+            ("img_size", self.img_size is None or 8 <= self.img_size <= 2048),
             ("crop_pct", self.crop_pct is None or 0 < self.crop_pct <= 1.5),
             (
                 "train_scale",
@@ -91,6 +101,8 @@ def model_config_path(model: str) -> Path:
             raise UserError(f"{path}: model config not found")
         return path
     path = MODELS_DIR / f"{model}.yaml"
+    if not MODELS_DIR.is_dir():
+        raise UserError(f"no {MODELS_DIR}/ here: run from the repository root, or pass --model <file.yaml>")
     if not path.is_file():
         known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
         raise UserError(f"unknown MODEL {model!r}: no {path} (known: {', '.join(known)})")

@@ -11,7 +11,7 @@ import timm
 import torch
 from timm.data import resolve_model_data_config
 
-from runtime.errors import UserError
+from runtime.errors import UserError, short_reason
 from runtime.metadata import ModelMeta
 from train.config import TrainConfig
 
@@ -43,8 +43,7 @@ def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
         if not pretrained:
             raise
         where = cfg.pretrained_path or "the Hugging Face hub"
-        first = str(exc).strip().splitlines()[0].split(". ")[0][:120] if str(exc).strip() else ""
-        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        reason = f"{type(exc).__name__}: {short_reason(exc)}"
         raise UserError(
             f"cannot load pretrained weights for {cfg.architecture!r} from {where} ({reason}); "
             "offline, set `pretrained: false` or `pretrained_path: <local file>`"
@@ -91,5 +90,5 @@ def make_meta(model: torch.nn.Module, cfg: TrainConfig, class_names: list[str]) 
         crop_pct=float(cfg.crop_pct or dc.get("crop_pct", 0.875)),
         crop_mode=dc.get("crop_mode", "center") or "center",
     )
-    meta.validate(f"configs/models ({cfg.architecture})")
+    meta.validate(cfg.source)
     return meta

@@ -14,7 +14,6 @@ the paper. Output (``data/elpv/``)::
 
 from __future__ import annotations
 
-import argparse
 import importlib.resources
 import shutil
 import sys
@@ -24,7 +23,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from runtime.atomic import atomic_path
-from runtime.errors import UserError, run_cli
+from runtime.errors import ArgumentParser, UserError, description, run_cli
 
 LEVEL_NAMES = ("defect_000", "defect_033", "defect_067", "defect_100")
 OUTPUT_FILES = ("train.csv", "test.csv", "test_labels.csv")
@@ -65,6 +64,17 @@ def _stratified_split(df: pd.DataFrame, test_fraction: float, seed: int) -> tupl
     return train.sort_values("image_id"), test.sort_values("image_id")
 
 
+def is_complete(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds the three CSVs and every image they list."""
+    if not all((out_dir / f).is_file() for f in OUTPUT_FILES):
+        return False
+    for split in ("train", "test"):
+        ids = pd.read_csv(out_dir / f"{split}.csv", dtype=str)["image_id"]
+        if not all((out_dir / split / i).is_file() for i in ids):
+            return False
+    return True
+
+
 def prepare(
     out_dir: str | Path,
     test_fraction: float = 0.25,
@@ -90,7 +100,7 @@ def prepare(
     out_dir = Path(out_dir)
     if not 0 < test_fraction < 1:
         raise UserError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    if not force and all((out_dir / f).is_file() for f in OUTPUT_FILES):
+    if not force and is_complete(out_dir):
         print(f"{out_dir}: already prepared (use --force to rebuild)", file=sys.stderr)
         return out_dir
     df, root = elpv_table()
@@ -113,7 +123,7 @@ def prepare(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train.prepare_elpv``."""
-    p = argparse.ArgumentParser(prog="python -m train.prepare_elpv", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m train.prepare_elpv", description=description(__doc__))
     p.add_argument("--out", default="data/elpv", help="output folder (default: data/elpv)")
     p.add_argument("--test-fraction", type=float, default=0.25, help="held-out share (default: 0.25)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")

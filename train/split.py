@@ -7,7 +7,6 @@ The seed project's splitting step. Reads ``<dataset>/<csv>`` (``image_id,label``
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -18,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from runtime.atomic import atomic_path, write_text
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import class_map, read_csv, require_dir
-from runtime.errors import UserError, run_cli
+from runtime.errors import ArgumentParser, UserError, description, run_cli
 
 TRAIN_SPLIT = "train_.csv"
 VALID_SPLIT = "valid_.csv"
@@ -50,6 +49,10 @@ def split(cfg: SplitConfig) -> tuple[Path, Path, Path]:
     data = require_dir(cfg.dataset)
     csv_path = data / cfg.csv
     df = read_csv(csv_path, require_label=True)
+    dup = df["image_id"].duplicated(keep=False)
+    if dup.any():
+        rows = [int(i) + 2 for i in df.index[dup][:2]]  # +2: header line and 1-based numbering
+        raise UserError(f"{csv_path}: image_id {df['image_id'][dup].iloc[0]!r} appears more than once (lines {rows})")
     counts = df["label"].value_counts()
     if counts.min() < 2:
         raise UserError(f"{csv_path}: class {counts.idxmin()!r} has only 1 image; stratified split needs >= 2")
@@ -75,7 +78,7 @@ def split(cfg: SplitConfig) -> tuple[Path, Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train.split``."""
-    p = argparse.ArgumentParser(prog="python -m train.split", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m train.split", description=description(__doc__))
     p.add_argument("--config", default="configs/split.yaml", help="YAML config (default: configs/split.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     args = p.parse_args(argv)

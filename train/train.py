@@ -7,7 +7,7 @@ macro-F1 and lr to TensorBoard under ``runs/<name>/<time>/``; writes ``artifacts
 
 from __future__ import annotations
 
-import argparse
+import math
 import random
 import sys
 import time
@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from runtime.config import parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_class_map, read_csv, require_dir
-from runtime.errors import UserError, run_cli
+from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
 from train.checkpoint import save_checkpoint
 from train.config import TrainConfig, load_train_config
 from train.data import ImageDataset, make_loader, train_transform, valid_transform
@@ -112,6 +112,11 @@ def train(name: str, cfg: TrainConfig) -> dict[str, float]:
             tr = train_one_epoch(
                 model, train_loader, criterion, optimizer, device, scaler, k, amp, f"epoch {epoch} train"
             )
+            if not math.isfinite(tr["loss"]):
+                raise UserError(
+                    f"training loss became {tr['loss']} in epoch {epoch}; lower lr in {cfg.source} "
+                    f"(best checkpoint so far kept in {best_path})"
+                )
             va = evaluate(model, valid_loader, criterion, device, k, amp, f"epoch {epoch} valid")
             scheduler.step()
             for split_name, metrics in (("train", tr), ("valid", va)):
@@ -144,10 +149,10 @@ def train(name: str, cfg: TrainConfig) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train``."""
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m train", description=description(__doc__))
     p.add_argument("--model", required=True, help="name in configs/models/ (or a YAML path)")
     p.add_argument("--data", help="dataset folder (overrides the config's data)")
-    p.add_argument("--epochs", type=int, help="override epochs")
+    p.add_argument("--epochs", type=positive_int, help="override epochs")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)

@@ -10,9 +10,18 @@ import importlib
 import os
 from pathlib import Path
 
-from runtime.artifacts import artifact_file, precisions_for
+from runtime.artifacts import artifact_file, file_sha256, precisions_for
 from runtime.engines.base import Engine
 from runtime.errors import UserError
+from runtime.metadata import ModelMeta
+
+# name -> file suffixes the backend reads
+_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "torch": (".pt", ".pth"),
+    "onnx": (".onnx",),
+    "openvino": (".xml", ".onnx"),
+    "trt": (".engine", ".plan"),
+}
 
 # name -> (module, class, pip extra that provides its library)
 _BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -52,6 +61,12 @@ def resolve_artifact(name: str, model: str | os.PathLike, precision: str | None 
     """
     model = Path(model)
     if model.is_file():
+        if model.suffix.lower() not in _SUFFIXES.get(name, (model.suffix.lower(),)):
+            owner = next((e for e, sfx in _SUFFIXES.items() if model.suffix.lower() in sfx), None)
+            hint = f"; use --engine {owner}" if owner else ""
+            raise UserError(
+                f"{model}: engine {name!r} reads {'/'.join(_SUFFIXES[name])} files, not {model.suffix}{hint}"
+            )
         return model
     path = artifact_file(model, name, precision or "fp32")
     if path is None:
@@ -79,7 +94,29 @@ def create_engine(
     cls = engine_class(name)
     engine = cls(resolve_artifact(name, model, precision), device=device, threads=threads)
     built = engine.meta.export.get("precision", "fp32")
-    if precision is not None and built != precision:
+    try:
+        if precision is not None and built != precision:
+            raise UserError(f"{engine.artifact}: holds a {built} model but {precision} was requested")
+        if Path(model).is_dir() and name != "torch":
+            check_fresh(engine.meta, Path(model) / "best.pt", engine.artifact)
+    except UserError:
         engine.close()
-        raise UserError(f"{engine.artifact}: holds a {built} model but {precision} was requested")
+        raise
     return engine
+
+
+def check_fresh(meta: ModelMeta, checkpoint: Path, artifact: Path) -> None:
+    """Refuse an exported artifact whose source checkpoint is not the ``best.pt`` beside it (retrained since).
+
+    Skipped when there is no ``best.pt`` (a deployed folder holds only exported files).
+
+    Raises:
+        UserError: the checkpoint hashes differ.
+    """
+    if not checkpoint.is_file() or not meta.checkpoint_sha256:
+        return
+    if file_sha256(checkpoint) != meta.checkpoint_sha256:
+        raise UserError(
+            f"{artifact} was exported from an older {checkpoint.name} (retrained since): run "
+            f"`make export MODEL={checkpoint.parent.name}`, or pass the file itself to use it anyway"
+        )

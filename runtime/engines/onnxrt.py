@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.engines.base import Engine
-from runtime.errors import UserError
+from runtime.errors import UserError, short_reason
 from runtime.metadata import ONNX_META_KEY, ModelMeta
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -53,8 +53,7 @@ class OnnxEngine(Engine):
                 str(self.artifact), sess_options=opts, providers=[(provider, provider_opts)]
             )
         except Exception as exc:  # onnxruntime raises several untyped errors for bad files
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{self.artifact}: cannot load ONNX model ({reason})") from None
+            raise UserError(f"{self.artifact}: cannot load ONNX model ({short_reason(exc)})") from None
         active = self.session.get_providers()
         if not active or active[0] != provider:
             raise UserError(f"engine 'onnx': asked for {provider} but ONNX Runtime runs {active}")

@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 
 from runtime.engines.base import Engine
-from runtime.errors import UserError
+from runtime.errors import UserError, short_reason
 from runtime.metadata import ONNX_META_KEY, ModelMeta
 
 #: rt_info path of the artifact contract inside an OpenVINO IR
@@ -49,8 +49,7 @@ class OpenVINOEngine(Engine):
         try:
             model = core.read_model(str(self.artifact))
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "unreadable"
-            raise UserError(f"{self.artifact}: cannot read model ({first})") from None
+            raise UserError(f"{self.artifact}: cannot read model ({short_reason(exc)})") from None
         self.meta = read_meta(model, str(self.artifact))
         # FP32 artifacts run in FP32: on CPUs with bf16/AMX units OpenVINO would otherwise compute in bf16
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import timm
 import torch
 
 from runtime.engines.base import Engine
-from runtime.errors import UserError
+from runtime.errors import UserError, short_reason
 from runtime.metadata import ModelMeta
 
 
@@ -31,9 +30,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: cannot load checkpoint ({reason})") from None
+    except Exception as exc:  # torch raises many types (pickle, zip, KeyError, RuntimeError) for foreign files
+        kind = "truncated or corrupt" if zipfile.is_zipfile(path) else "not a PyTorch checkpoint"
+        raise UserError(f"{path}: cannot load checkpoint ({kind}: {type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or "meta" not in ckpt or "state_dict" not in ckpt:
         raise UserError(f"{path}: not a checkpoint of this tool (no 'meta'/'state_dict'); train with `make train`")
     return ckpt
@@ -53,8 +52,7 @@ def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None, sou
         try:
             model.load_state_dict(state_dict)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise UserError(f"{source}: weights do not fit {meta.architecture!r} ({first})") from None
+            raise UserError(f"{source}: weights do not fit {meta.architecture!r} ({short_reason(exc)})") from None
     return model.eval()
 
 
