@@ -16,8 +16,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     The caller writes the whole file (or folder) to the yielded path. If the block raises, the temporary
     file is removed and ``target`` is left exactly as it was, so no half-written output ever replaces a
-    good one. ``suffix`` keeps a file extension on the temporary name for writers that look at it
-    (e.g. ``.onnx``). Works for files and for folders (an existing target folder is replaced).
+    good one. If the block writes nothing at the temporary path, ``target`` is left untouched. ``suffix``
+    keeps a file extension on the temporary name for writers that look at it (e.g. ``.onnx``). Works for
+    files and for folders (an existing target folder is replaced).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +28,8 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp.unlink()
     try:
         yield tmp
+        if not tmp.exists():
+            return  # the caller wrote nothing: leave the target as it is
         if target.is_dir() and tmp.is_dir():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)

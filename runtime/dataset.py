@@ -80,22 +80,33 @@ def image_dir_for(data_dir: str | os.PathLike, csv_name: str) -> Path:
     return candidate if candidate.is_dir() else data_dir / "train"
 
 
+def resolve_ids(image_dir: str | os.PathLike, ids: list[str]) -> list[Path | UserError]:
+    """Path of each id inside ``image_dir``, or a :class:`UserError` for an id that is absolute or leaves the
+    folder (``..``), so a caller can skip it and go on."""
+    image_dir = Path(image_dir)
+    root = image_dir.resolve()
+    out: list[Path | UserError] = []
+    for image_id in ids:
+        candidate = Path(image_id)
+        full = (image_dir / candidate).resolve()
+        if candidate.is_absolute() or (root != full and root not in full.parents):
+            out.append(UserError(f"image id {image_id!r} points outside {image_dir}"))
+        else:
+            out.append(image_dir / candidate)
+    return out
+
+
 def image_paths(image_dir: str | os.PathLike, ids: list[str]) -> list[Path]:
     """Paths of ``ids`` inside ``image_dir``.
 
     Raises:
         UserError: an id is absolute or leaves the folder (``..``).
     """
-    image_dir = Path(image_dir)
-    root = image_dir.resolve()
-    out = []
-    for image_id in ids:
-        candidate = Path(image_id)
-        full = (image_dir / candidate).resolve()
-        if candidate.is_absolute() or (root != full and root not in full.parents):
-            raise UserError(f"image id {image_id!r} points outside {image_dir}")
-        out.append(image_dir / candidate)
-    return out
+    paths = resolve_ids(image_dir, ids)
+    for p in paths:
+        if isinstance(p, UserError):
+            raise p
+    return paths  # type: ignore[return-value]
 
 
 def read_class_map(path: str | os.PathLike) -> list[str]:

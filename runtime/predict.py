@@ -1,23 +1,39 @@
-"""``python -m runtime.predict``: write a submission (``image_id,label``) for a CSV of image ids with any engine.
+"""``python -m runtime.predict``: predict image classes with any engine and write a submission.
+
+Input is a CSV of ids in the contest layout (``--data D [--csv test.csv]``, images in ``D/test/``), any CSV with
+an ``image_id`` column (``--csv FILE --images DIR``), or a folder (``--images DIR``: every image, sorted by
+name). Output is ``image_id,label`` in input order (``--topk``/``--probs`` add columns; ``--format csv|jsonl|
+parquet``). Unreadable inputs are skipped and listed in ``<out>.errors.csv`` (``--on-error skip``, the
+default) or stop the run (``--on-error fail``).
+
+Exit status: 0 all rows predicted; 3 some inputs were skipped (see the errors file); 2 bad input or options.
 
 Example::
 
-    python -m runtime.predict --engine onnx --model artifacts/resnet18_cpu --data data/elpv \\
-        --csv test.csv --out submission.csv
+    python -m runtime.predict --engine onnx --model artifacts/resnet18_cpu --data data/elpv --out submission.csv
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
 
-from runtime.dataset import image_dir_for, image_paths, read_csv, require_dir
+from runtime.atomic import write_text
+from runtime.config import parse_overrides
+from runtime.dataset import image_dir_for, read_csv, require_dir, resolve_ids
 from runtime.engines import ENGINE_NAMES, create_engine
-from runtime.errors import ArgumentParser, description, positive_int, run_cli
-from runtime.pipeline import predict_logits, write_submission
+from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
+from runtime.outputs import FORMATS, PartialOutput, errors_path, finalize, partial_path, read_partial, write_gallery
+from runtime.pipeline import softmax, stream_batches
+
+EXIT_SKIPPED = 3
 
 
 def build_parser() -> ArgumentParser:
@@ -25,48 +41,176 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m runtime.predict", description=description(__doc__))
     p.add_argument("--engine", choices=ENGINE_NAMES, default="onnx", help="backend (default: onnx)")
     p.add_argument("--model", required=True, help="artifact file, or a model folder such as artifacts/<model>")
-    p.add_argument("--data", required=True, help="dataset folder in the contest layout")
-    p.add_argument("--csv", default="test.csv", help="CSV inside --data with an image_id column (default: test.csv)")
-    p.add_argument("--images", help="image folder (default: <data>/<csv stem>/ or <data>/train/)")
-    p.add_argument("--out", default="submission.csv", help="output CSV (default: submission.csv)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),
         help="artifact precision inside a model folder (default: fp32; a file runs at its own precision)",
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--data", help="dataset folder in the contest layout")
+    p.add_argument("--csv", help="CSV with an image_id column (inside --data, or a path); default test.csv with --data")
+    p.add_argument(
+        "--images", help="image folder (default: <data>/<csv stem>/ or <data>/train/); alone: predict it all"
+    )
+    p.add_argument("--out", default="submission.csv", help="output file (default: submission.csv)")
+    p.add_argument("--format", choices=FORMATS, default="csv", help="output format (default: csv)")
+    p.add_argument("--topk", type=positive_int, help="add label_i/prob_i columns for the K most likely classes")
+    p.add_argument("--probs", action="store_true", help="add one probability column per class")
+    p.add_argument("--visualize", metavar="DIR", help="copy images into DIR/<class>/ and write DIR/index.html")
+    p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="unreadable inputs (default: skip)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
+    p.add_argument("--shard", help="i/n: predict only the i-th of n contiguous parts (merge: python -m runtime.merge)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N] (onnx, torch, trt) (default: cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="intra-op CPU threads (default: library default)")
     p.add_argument("--workers", type=positive_int, default=2, help="image-decoding threads (default: 2)")
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="engine option (YAML value): torch channels_last=false, compile=true; "
+        "onnx provider_options={trt_fp16_enable: true}",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p
+    return p  # fmt: skip
+
+
+def load_inputs(args: object) -> tuple[list[str], Path]:
+    """(image ids in input order, image folder) from ``--data/--csv/--images``.
+
+    Raises:
+        UserError: missing folders or CSV, or no input given.
+    """
+    data, csv, images = getattr(args, "data", None), getattr(args, "csv", None), getattr(args, "images", None)
+    if data is None and csv is None and images is None:
+        raise UserError("give --data (contest layout), --csv with --images, or --images alone (a folder)")
+    if data is None and csv is None:
+        folder = require_dir(images, "image folder")
+        exts = {e.lower() for e, f in Image.registered_extensions().items() if f in Image.OPEN}
+        ids = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        if not ids:
+            raise UserError(f"{folder}: no image files found")
+        return ids, folder
+    base = require_dir(data) if data is not None else Path(".")
+    csv_path = base / (csv or "test.csv")
+    ids = read_csv(csv_path)["image_id"].tolist()
+    if images is not None:
+        folder = Path(images)
+    elif data is not None:
+        folder = image_dir_for(base, csv_path.name)
+    else:
+        raise UserError("--csv without --data needs --images (the folder the ids are in)")
+    return ids, require_dir(folder, "image folder")
+
+
+def parse_shard(text: str | None, total: int) -> tuple[int, int, int, int]:
+    """``"i/n"`` -> (i, n, start, end): the i-th (1-based) of n contiguous parts of ``total`` rows.
+
+    Raises:
+        UserError: not ``i/n`` with 1 <= i <= n.
+    """
+    if text is None:
+        return 1, 1, 0, total
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected i/n, e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise UserError(f"--shard {text!r}: need 1 <= i <= n")
+    return i, n, (i - 1) * total // n, i * total // n
+
+
+def columns_for(class_names: list[str], topk: int | None, probs: bool) -> list[str]:
+    """Partial-file columns: ``image_id, label[, label_i, prob_i ...][, <class> ...], confidence, error``.
+
+    Raises:
+        UserError: ``topk`` larger than the number of classes, or a class name clashing with a column.
+    """
+    cols = ["image_id", "label"]
+    if topk:
+        if topk > len(class_names):
+            raise UserError(f"--topk {topk} exceeds the model's {len(class_names)} classes")
+        cols += [c for k in range(1, topk + 1) for c in (f"label_{k}", f"prob_{k}")]
+    if probs:
+        clash = set(class_names) & {*cols, "confidence", "error"}
+        if clash:
+            raise UserError(f"class name {sorted(clash)[0]!r} clashes with an output column; use --topk instead")
+        cols += list(class_names)
+    return [*cols, "confidence", "error"]
+
+
+def batch_rows(ids: list[str], batch, logits: np.ndarray | None, class_names: list[str], columns: list[str],
+               topk: int | None) -> pd.DataFrame:  # fmt: skip
+    """Rows (in input order) for one :class:`runtime.pipeline.Batch`: predictions and error rows."""
+    rows: dict[int, dict] = {}
+    if logits is not None:
+        prob = softmax(logits)
+        order = np.argsort(-prob, axis=1, kind="stable")
+        names = np.asarray(class_names, dtype=object)
+        for j, pos in enumerate(batch.ok):
+            row = {
+                "image_id": ids[pos],
+                "label": names[order[j, 0]],
+                "confidence": float(prob[j, order[j, 0]]),
+                "error": "",
+            }
+            for k in range(topk or 0):
+                row[f"label_{k + 1}"] = names[order[j, k]]
+                row[f"prob_{k + 1}"] = float(prob[j, order[j, k]])
+            if class_names[0] in columns:
+                row.update(zip(class_names, map(float, prob[j]), strict=True))
+            rows[pos] = row
+    for pos, reason in batch.errors:
+        rows[pos] = {"image_id": ids[pos], "label": "", "error": reason}
+    return pd.DataFrame([rows[p] for p in sorted(rows)], columns=columns)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code. Bad input raises :class:`runtime.errors.UserError`."""
+    """Entry point; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
-    data = require_dir(args.data)
-    csv_path = data / args.csv
-    df = read_csv(csv_path)
-    images = Path(args.images) if args.images else image_dir_for(data, args.csv)
-    require_dir(images, "image folder")
-    ids = df["image_id"].tolist()
-    paths = image_paths(images, ids)
-    with create_engine(
-        args.engine, args.model, device=args.device, threads=args.threads, precision=args.precision
-    ) as engine:
-        start = time.perf_counter()
-        logits = predict_logits(engine, paths, args.batch_size, args.workers, progress=not args.no_progress)
-        seconds = time.perf_counter() - start
+    ids, image_dir = load_inputs(args)
+    shard, n_shards, start, end = parse_shard(args.shard, len(ids))
+    items = resolve_ids(image_dir, ids)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --out needs a file name")
+    options = parse_overrides(args.option)
+    with create_engine(args.engine, args.model, device=args.device, threads=args.threads,
+                       precision=args.precision, options=options) as engine:  # fmt: skip
+        meta = engine.meta
+        columns = columns_for(meta.class_names, args.topk, args.probs)
+        partial = PartialOutput(out, columns)
+        done = partial.open(args.resume)
+        begin = start + done
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=end - start, initial=done, desc="predict", unit="img", disable=None if not args.no_progress else True
+        )
+        try:
+            for batch in stream_batches(items[begin:end], meta, args.batch_size, args.workers,
+                                        skip_errors=args.on_error == "skip", offset=begin):  # fmt: skip
+                logits = engine.run(batch.array) if batch.array is not None else None
+                partial.append(batch_rows(ids, batch, logits, meta.class_names, columns, args.topk))
+                bar.update(batch.count)
+        finally:
+            bar.close()
+            partial.close()
+        seconds = time.perf_counter() - t0
         info = engine.describe()
-    labels = [engine.meta.class_names[i] for i in np.argmax(logits, axis=1)]
-    out = write_submission(args.out, ids, labels)
+    if args.visualize:
+        chunks = [c.loc[c["error"] == "", ["image_id", "label", "confidence"]] for c in read_partial(partial_path(out))]
+        write_gallery(args.visualize, pd.concat(chunks, ignore_index=True), image_dir)
+    n_ok, n_err = finalize(out, args.format)
+    if n_shards > 1:
+        sidecar = {"shard": shard, "of": n_shards, "start": start, "end": end, "total": len(ids), "format": args.format}
+        write_text(f"{out}.shard.json", json.dumps(sidecar) + "\n")
+    rate = (end - begin) / seconds if seconds > 0 else float("nan")
+    skipped = f", {n_err} skipped (listed in {errors_path(out)})" if n_err else ""
     print(
-        f"{out}: {len(ids)} rows | engine {info['engine']} {info['precision']} ({info['provider']}, "
-        f"{info['device']}) | {len(ids) / seconds:.1f} img/s end-to-end",
+        f"{out}: {n_ok} rows{skipped} | engine {info['engine']} {info['precision']} ({info['provider']}, "
+        f"{info['device']}) | {rate:.1f} img/s end-to-end",
         file=sys.stderr,
     )
-    return 0
+    return EXIT_SKIPPED if n_err else 0
 
 
 if __name__ == "__main__":

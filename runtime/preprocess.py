@@ -8,6 +8,7 @@ output equals timm's transform to float rounding (tested in ``tests/runtime/test
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -33,34 +34,45 @@ class ImageError(UserError):
     """An image file could not be read or decoded (the message names the file and the reason)."""
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB.
+def to_l_or_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit ``L`` (greyscale sources) or 8-bit ``RGB`` (everything else).
 
     16/32-bit greyscale (``I;16``, ``I``, ``F``) is scaled to 0..255 by its type's range; modes with
     transparency (``RGBA``, ``LA``, ``P`` with a transparent index) are composited over white, so that
-    transparent pixels do not show whatever colour happens to be stored under them. Animated images use the
-    current (first) frame.
+    transparent pixels do not show whatever colour happens to be stored under them. Greyscale stays one channel
+    so that resizing costs a third; the three identical RGB channels are produced at normalisation.
     """
-    if img.mode == "RGB":
+    mode = img.mode
+    if mode in ("L", "RGB"):
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+    if mode == "1":
+        return img.convert("L")
+    if mode.startswith("I;16"):
         arr = np.asarray(img, dtype=np.uint16)
-        return Image.fromarray((arr >> 8).astype(np.uint8), mode="L").convert("RGB")
-    if img.mode in ("I", "F"):
+        return Image.fromarray((arr >> 8).astype(np.uint8), mode="L")
+    if mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        return Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), mode="L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
+        return Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        gray = img.mode in ("LA", "La")
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        flat = Image.alpha_composite(background, rgba)
+        return flat.convert("L") if gray else flat.convert("RGB")
     return img.convert("RGB")
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image file, apply its EXIF orientation and return it as 8-bit RGB (fully decoded).
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (see :func:`to_l_or_rgb` for how each mode is treated)."""
+    img = to_l_or_rgb(img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file, apply its EXIF orientation and return it as 8-bit L or RGB (fully decoded).
 
     Raises:
         ImageError: the file is missing, empty, not an image, truncated or a decompression bomb.
@@ -75,7 +87,7 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
                 img.seek(0)
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
-                return to_rgb(img)
+                return to_l_or_rgb(img)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -86,6 +98,15 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"{path}: cannot decode image ({short_reason(exc)})") from None
 
 
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """:func:`open_image` converted to 8-bit RGB (for training augmentation).
+
+    Raises:
+        ImageError: see :func:`open_image`.
+    """
+    return to_rgb(open_image(path))
+
+
 def _resize(img: Image.Image, size_hw: tuple[int, int], resample: int) -> Image.Image:
     return img.resize((size_hw[1], size_hw[0]), resample)
 
@@ -94,7 +115,7 @@ def _center_crop_or_pad(img: Image.Image, size_hw: tuple[int, int], fill: tuple[
     crop_h, crop_w = size_hw
     w, h = img.size
     if crop_w > w or crop_h > h:
-        canvas = Image.new("RGB", (max(w, crop_w), max(h, crop_h)), fill)
+        canvas = Image.new(img.mode, (max(w, crop_w), max(h, crop_h)), fill if img.mode == "RGB" else fill[0])
         canvas.paste(img, ((crop_w - w) // 2 if crop_w > w else 0, (crop_h - h) // 2 if crop_h > h else 0))
         img = canvas
         w, h = img.size
@@ -104,7 +125,7 @@ def _center_crop_or_pad(img: Image.Image, size_hw: tuple[int, int], fill: tuple[
 
 
 def resize_and_crop(img: Image.Image, meta: ModelMeta) -> Image.Image:
-    """Resize and crop an RGB image to ``meta.input_size[1:]`` the way timm's eval transform does."""
+    """Resize and crop an L or RGB image to ``meta.input_size[1:]`` the way timm's eval transform does."""
     _, out_h, out_w = meta.input_size
     resample = _PIL_FILTERS[meta.interpolation]
     scale_h, scale_w = (math.floor(out_h / meta.crop_pct), math.floor(out_w / meta.crop_pct))
@@ -128,22 +149,36 @@ def resize_and_crop(img: Image.Image, meta: ModelMeta) -> Image.Image:
     return _center_crop_or_pad(img, (out_h, out_w), (0, 0, 0))
 
 
+@functools.lru_cache(maxsize=16)
+def _lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256) float32 table of ``(v / 255 - mean[c]) / std[c]``, computed in float32 like the direct form."""
+    v = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    m, s = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray((v[None, :] - m[:, None]) / s[:, None])
+
+
 def normalize(img: Image.Image, meta: ModelMeta) -> np.ndarray:
-    """RGB uint8 image (H, W, 3) -> float32 array (3, H, W): ``(x / 255 - mean) / std``."""
-    arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
-    arr = (arr - np.asarray(meta.mean, dtype=np.float32)) / np.asarray(meta.std, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    """L or RGB uint8 image -> float32 array (3, H, W): ``(x / 255 - mean) / std`` per channel (by table lookup;
+    an L image gives three equal channels before normalisation, as ``convert("RGB")`` would)."""
+    lut = _lut(tuple(meta.mean), tuple(meta.std))
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        return lut[:, arr]
+    return np.stack([lut[c][arr[..., c]] for c in range(3)])
 
 
 def eval_transform(img: Image.Image, meta: ModelMeta) -> np.ndarray:
     """Eval transform of a decoded image: float32 array of shape ``meta.input_size`` (3, H, W)."""
-    return normalize(resize_and_crop(to_rgb(img), meta), meta)
+    img = to_l_or_rgb(img)
+    if img.mode == "L" and meta.crop_mode == "border":
+        img = img.convert("RGB")  # the border fill differs per channel
+    return normalize(resize_and_crop(img, meta), meta)
 
 
 def preprocess_image(path: str | os.PathLike, meta: ModelMeta) -> np.ndarray:
     """Read ``path`` and apply the eval transform: float32 (3, H, W), normalised.
 
     Raises:
-        ImageError: the file cannot be read (see :func:`open_rgb`).
+        ImageError: the file cannot be read (see :func:`open_image`).
     """
-    return eval_transform(open_rgb(path), meta)
+    return eval_transform(open_image(path), meta)

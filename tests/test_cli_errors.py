@@ -47,25 +47,20 @@ def test_unknown_config_keys(tmp_path: Path) -> None:
     assert_one_line_error(proc, "bench.yaml", "'tensorflow'")
 
 
-def test_unreadable_image_in_predict_keeps_previous_output(tiny_model: dict[str, Path], dataset_copy: Path) -> None:
+def test_unreadable_image_in_predict(tiny_model: dict[str, Path], dataset_copy: Path) -> None:
     first = sorted((dataset_copy / "test").iterdir())[0]
     first.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = dataset_copy / "submission.csv"
-    out.write_text("image_id,label\nold,row\n")
     for engine in ("onnx", "torch"):
-        proc = run_module(
-            "runtime.predict",
-            "--engine",
-            engine,
-            "--model",
-            str(tiny_model["artifacts"]),
-            "--data",
-            str(dataset_copy),
-            "--out",
-            str(out),
-        )
+        out.write_text("image_id,label\nold,row\n")
+        args = ["--engine", engine, "--model", str(tiny_model["artifacts"]), "--data", str(dataset_copy)]
+        proc = run_module("runtime.predict", *args, "--out", str(out), "--on-error", "fail")
         assert_one_line_error(proc, first.name, "cannot decode")
-        assert out.read_text() == "image_id,label\nold,row\n"
+        assert out.read_text() == "image_id,label\nold,row\n"  # the earlier output survives a failed run
+        proc = run_module("runtime.predict", *args, "--out", str(out))  # default: skip, list, exit 3
+        assert proc.returncode == 3 and "Traceback" not in proc.stderr
+        assert "11 rows, 1 skipped" in proc.stderr
+        assert first.name in Path(f"{out}.errors.csv").read_text()
 
 
 def test_unreadable_image_in_training_workers(tiny_model: dict[str, Path], dataset_copy: Path, tmp_path: Path) -> None:
@@ -122,7 +117,7 @@ def test_bad_flag_values_are_one_line(tiny_model: dict[str, Path]) -> None:
 def test_output_path_that_is_a_folder(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     args = ["--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"]), "--no-progress"]
     proc = run_module("runtime.predict", *args, "--out", str(tmp_path))
-    assert_one_line_error(proc, str(tmp_path), "Is a directory")
+    assert_one_line_error(proc, str(tmp_path), "is a folder")
     blocker = tmp_path / "file"
     blocker.write_text("")
     proc = run_module("runtime.predict", *args, "--out", str(blocker / "x.csv"))

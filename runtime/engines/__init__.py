@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 from runtime.artifacts import artifact_file, file_sha256, precisions_for
 from runtime.engines.base import Engine
@@ -82,6 +83,7 @@ def create_engine(
     device: str = "cpu",
     threads: int | None = None,
     precision: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Engine:
     """Open ``model`` (an artifact file or a model folder) with backend ``name``.
 
@@ -92,7 +94,7 @@ def create_engine(
         UserError: unknown engine, missing library, missing or mismatched artifact.
     """
     cls = engine_class(name)
-    engine = cls(resolve_artifact(name, model, precision), device=device, threads=threads)
+    engine = cls(resolve_artifact(name, model, precision), device=device, threads=threads, **(options or {}))
     built = engine.meta.export.get("precision", "fp32")
     try:
         if precision is not None and built != precision:

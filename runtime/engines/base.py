@@ -5,10 +5,11 @@ from __future__ import annotations
 import abc
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from runtime.errors import UserError
 from runtime.metadata import ModelMeta
 
 
@@ -23,16 +24,26 @@ class Engine(abc.ABC):
         artifact: path of the artifact file this backend reads.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"``).
         threads: intra-op CPU threads; ``None`` leaves the library default.
+        options: backend-specific options (e.g. ``channels_last`` for torch, provider options for onnx);
+            an option a backend does not know is an error.
     """
 
     name: str = ""
-    #: file name of this engine's artifact inside ``artifacts/<model>/``
-    artifact_name: str = ""
 
-    def __init__(self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
+    #: options this backend accepts, with their defaults
+    default_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None, **options: Any
+    ) -> None:
+        unknown = sorted(set(options) - set(self.default_options))
+        if unknown:
+            known = ", ".join(self.default_options) or "none"
+            raise UserError(f"engine {self.name!r}: unknown option {unknown[0]!r} (known: {known})")
         self.artifact = Path(artifact)
         self.device = device
         self.threads = threads
+        self.options = {**self.default_options, **options}
         self.meta: ModelMeta
 
     @abc.abstractmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -12,27 +12,36 @@ from runtime.engines.base import Engine
 from runtime.errors import UserError, short_reason
 from runtime.metadata import ONNX_META_KEY, ModelMeta
 
-_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 
 
 class OnnxEngine(Engine):
     """ONNX Runtime session over ``model.onnx``.
 
-    The provider is passed explicitly and checked: a CUDA request that ONNX Runtime silently serves on the CPU
-    (onnxruntime#23372) raises instead. Reads the artifact contract from ``metadata_props``.
+    ``device`` picks the execution provider: ``cpu``, ``cuda[:N]`` (CUDA EP) or ``tensorrt[:N]`` (TensorRT EP,
+    with CUDA then CPU behind it for unsupported nodes). The provider is passed explicitly and checked: a request
+    that ONNX Runtime silently serves on the CPU (onnxruntime#23372) raises instead. Option ``provider_options``
+    (dict) goes to the requested provider as documented by ONNX Runtime (e.g. ``{"trt_fp16_enable": True}``).
+    Reads the artifact contract from ``metadata_props``.
 
     Raises:
         UserError: the file is not a loadable ONNX model, lacks the metadata, or the provider is unavailable.
     """
 
     name = "onnx"
-    artifact_name = "model.onnx"
+    default_options: ClassVar[dict[str, Any]] = {"provider_options": {}}
 
-    def __init__(self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
-        super().__init__(artifact, device, threads)
+    def __init__(
+        self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None, **options: Any
+    ) -> None:
+        super().__init__(artifact, device, threads, **options)
         kind = device.split(":")[0]
         if kind not in _PROVIDERS:
-            raise UserError(f"engine 'onnx': unknown device {device!r} (use cpu or cuda)")
+            raise UserError(f"engine 'onnx': unknown device {device!r} (use cpu, cuda[:N] or tensorrt[:N])")
         provider = _PROVIDERS[kind]
         if provider not in ort.get_available_providers():
             raise UserError(
@@ -45,13 +54,14 @@ class OnnxEngine(Engine):
             opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        provider_opts: dict[str, Any] = {}
-        if kind == "cuda" and ":" in device:
+        provider_opts: dict[str, Any] = {str(k): v for k, v in dict(self.options["provider_options"]).items()}
+        if kind != "cpu" and ":" in device:
             provider_opts["device_id"] = int(device.split(":")[1])
+        providers: list[Any] = [(provider, provider_opts)]
+        if kind == "tensorrt":  # nodes TensorRT cannot take fall back to CUDA, then CPU, by ONNX Runtime's design
+            providers += [("CUDAExecutionProvider", {"device_id": provider_opts.get("device_id", 0)})]
         try:
-            self.session = ort.InferenceSession(
-                str(self.artifact), sess_options=opts, providers=[(provider, provider_opts)]
-            )
+            self.session = ort.InferenceSession(str(self.artifact), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises several untyped errors for bad files
             raise UserError(f"{self.artifact}: cannot load ONNX model ({short_reason(exc)})") from None
         active = self.session.get_providers()

@@ -41,8 +41,10 @@ class OpenVINOEngine(Engine):
 
     name = "openvino"
 
-    def __init__(self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
-        super().__init__(artifact, device, threads)
+    def __init__(
+        self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None, **options: Any
+    ) -> None:
+        super().__init__(artifact, device, threads, **options)
         if device != "cpu":
             raise UserError(f"engine 'openvino': only the cpu device is supported here, not {device!r}")
         core = ov.Core()

@@ -43,10 +43,12 @@ class TensorRTEngine(Engine):
 
     name = "trt"
 
-    def __init__(self, artifact: str | os.PathLike, device: str = "cuda", threads: int | None = None) -> None:
+    def __init__(
+        self, artifact: str | os.PathLike, device: str = "cuda", threads: int | None = None, **options: Any
+    ) -> None:
         if device == "cpu":
             device = "cuda"  # TensorRT only runs on the GPU; "cpu" is the CLI default
-        super().__init__(artifact, device, threads)
+        super().__init__(artifact, device, threads, **options)
         index = int(device.split(":")[1]) if ":" in device else 0
         cuda.check(cuda.cudart.cudaSetDevice(index))
         self.meta = read_sidecar(self.artifact)

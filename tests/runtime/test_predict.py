@@ -1,0 +1,177 @@
+"""runtime.predict: outputs, bad inputs, resume, shards, folder input, gallery and engine agreement."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, assert_one_line_error
+
+from runtime.errors import run_cli
+from runtime.predict import main as predict_main
+
+
+def _predict(*args: str) -> int:
+    return run_cli(predict_main, [*args, "--no-progress"])
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _bomb_png() -> bytes:
+    """A tiny file whose header claims 40000 x 40000 pixels (PIL's decompression-bomb guard refuses it)."""
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b""))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture()
+def messy(elpv_small: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A dataset copy whose test.csv mixes good ids with every kind of bad input; returns (folder, good ids)."""
+    data = Path(shutil.copytree(elpv_small, tmp_path / "messy"))
+    test = data / "test"
+    good = sorted(p.name for p in test.iterdir())[:4]
+    (test / "zero.png").write_bytes(b"")
+    (test / "text.png").write_text("not an image")
+    truncated = (test / good[0]).read_bytes()
+    (test / "truncated.png").write_bytes(truncated[: len(truncated) // 3])
+    (test / "bomb.png").write_bytes(_bomb_png())
+    (tmp_path / "outside.png").write_bytes((test / good[0]).read_bytes())
+    ids = [good[0], "zero.png", good[1], "text.png", "truncated.png", "missing.png", "bomb.png", "../outside.png",
+           str(tmp_path / "outside.png"), good[2], good[2], good[3]]  # fmt: skip
+    lines = ["\ufeffimage_id , extra"] + [f"  {i} , x" for i in ids]
+    (data / "test.csv").write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    return data, [good[0], good[1], good[2], good[2], good[3]]
+
+
+def test_every_bad_input_is_listed_and_the_run_goes_on(tiny_model: dict[str, Path], messy, tmp_path: Path) -> None:
+    data, good = messy
+    out = tmp_path / "sub.csv"
+    assert _predict("--model", str(tiny_model["artifacts"]), "--data", str(data), "--out", str(out)) == 3
+    sub = pd.read_csv(out)
+    assert sub["image_id"].tolist() == good  # input order kept, the duplicate predicted twice
+    errors = pd.read_csv(f"{out}.errors.csv")
+    reasons = dict(zip(errors["image_id"], errors["reason"], strict=True))
+    expected = {
+        "zero.png": "empty file",
+        "text.png": "cannot decode",
+        "truncated.png": "cannot decode",
+        "missing.png": "not found",
+        "bomb.png": "decompression bomb",
+        "../outside.png": "outside",
+        str(tmp_path / "outside.png"): "outside",
+    }
+    assert set(reasons) == set(expected)
+    for image_id, needle in expected.items():
+        assert needle in reasons[image_id], (image_id, reasons[image_id])
+
+
+def test_on_error_fail_stops_with_one_line(tiny_model: dict[str, Path], messy, tmp_path: Path) -> None:
+    data, _ = messy
+    out = tmp_path / "sub.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.predict", "--model", str(tiny_model["artifacts"]), "--data", str(data),
+         "--out", str(out), "--on-error", "fail"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert_one_line_error(proc, "zero.png", "empty file")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_formats_topk_and_probs_round_trip(tiny_model: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+    data = tiny_model["data"]
+    out = tmp_path / f"sub.{fmt}"
+    args = ["--model", str(tiny_model["artifacts"]), "--data", str(data), "--out", str(out), "--format", fmt]
+    assert _predict(*args, "--topk", "2", "--probs") == 0
+    df = {"csv": pd.read_csv, "jsonl": lambda p: pd.read_json(p, lines=True), "parquet": pd.read_parquet}[fmt](out)
+    classes = ["defect_000", "defect_033", "defect_067", "defect_100"]
+    assert list(df.columns) == ["image_id", "label", "label_1", "prob_1", "label_2", "prob_2", *classes]
+    assert df["image_id"].tolist() == pd.read_csv(data / "test.csv")["image_id"].tolist()
+    assert (df["label"] == df["label_1"]).all() and (df["prob_1"] >= df["prob_2"]).all()
+    assert df[classes].sum(axis=1).round(5).eq(1).all()
+    assert (df[classes].max(axis=1) - df["prob_1"]).abs().max() < 1e-6
+    plain = tmp_path / "plain.csv"
+    assert _predict("--model", str(tiny_model["artifacts"]), "--data", str(data), "--out", str(plain)) == 0
+    assert df["label"].tolist() == pd.read_csv(plain)["label"].tolist()
+
+
+def test_shards_merge_to_the_unsharded_file(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    from runtime.merge import main as merge_main
+
+    args = ["--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"]), "--batch-size", "5"]
+    assert _predict(*args, "--out", str(tmp_path / "all.csv")) == 0
+    parts = []
+    for i in (1, 2, 3):
+        parts.append(tmp_path / f"part{i}.csv")
+        assert _predict(*args, "--out", str(parts[-1]), "--shard", f"{i}/3") == 0
+    assert run_cli(merge_main, [str(p) for p in reversed(parts)] + ["--out", str(tmp_path / "merged.csv")]) == 0
+    assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "all.csv").read_bytes()
+    assert run_cli(merge_main, [str(parts[0]), "--out", str(tmp_path / "bad.csv")]) == 2
+
+
+def test_folder_input_and_gallery(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    folder = tiny_model["data"] / "test"
+    out, gallery = tmp_path / "sub.csv", tmp_path / "gallery"
+    code = _predict("--model", str(tiny_model["artifacts"]), "--images", str(folder), "--out", str(out),
+                    "--visualize", str(gallery))  # fmt: skip
+    assert code == 0
+    sub = pd.read_csv(out)
+    assert sub["image_id"].tolist() == sorted(p.name for p in folder.iterdir())
+    page = (gallery / "index.html").read_text()
+    for image_id, label in zip(sub["image_id"], sub["label"], strict=True):
+        assert (gallery / label / image_id).is_file() and image_id in page
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    ids = pd.read_csv(tiny_model["data"] / "train.csv")["image_id"].tolist() * 40
+    pd.DataFrame({"image_id": ids}).to_csv(tmp_path / "many.csv", index=False)
+    images = tiny_model["data"] / "train"
+    base = [sys.executable, "-m", "runtime.predict", "--model", str(tiny_model["artifacts"]), "--csv",
+            str(tmp_path / "many.csv"), "--images", str(images), "--batch-size", "1", "--workers", "1",
+            "--no-progress"]  # fmt: skip
+    whole = tmp_path / "whole.csv"
+    assert subprocess.run([*base, "--out", str(whole)], cwd=ROOT, capture_output=True, timeout=600).returncode == 0
+    out = tmp_path / "resumed.csv"
+    partial = Path(f"{out}.partial.csv")
+    proc = subprocess.Popen([*base, "--out", str(out)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not partial.exists() or partial.read_bytes().count(b"\n") < 200):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = partial.read_bytes().count(b"\n") - 1
+    assert 0 < done < len(ids) and not out.exists()
+    assert (
+        subprocess.run([*base, "--out", str(out), "--resume"], cwd=ROOT, capture_output=True, timeout=600).returncode
+        == 0
+    )
+    assert out.read_bytes() == whole.read_bytes() and not partial.exists()
+
+
+def test_every_cpu_engine_gives_the_same_labels(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    labels = {}
+    for engine in ("torch", "onnx", "openvino"):
+        out = tmp_path / f"{engine}.csv"
+        args = ["--engine", engine, "--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"])]
+        assert _predict(*args, "--out", str(out)) == 0
+        labels[engine] = pd.read_csv(out)["label"].tolist()
+    assert labels["torch"] == labels["onnx"] == labels["openvino"]
+    out = tmp_path / "compiled.csv"
+    args = ["--engine", "torch", "--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"])]
+    assert _predict(*args, "--out", str(out), "--option", "channels_last=false") == 0
+    assert pd.read_csv(out)["label"].tolist() == labels["torch"]
+    assert _predict(*args, "--out", str(out), "--option", "bogus=1") == 2
