@@ -15,7 +15,7 @@ ARGS   ?=
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data split train export verify predict bench demo test lint format tensorboard distclean
+.PHONY: help venv data split train export verify predict bench microbench memory demo test lint format tensorboard distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ demo: $(STAMP)  ## data -> split -> train -> export -> predict -> bench on ELPV 
 	echo "  submission   $(OUT)" && \
 	echo "  bench        reports/bench.md, reports/bench.csv" && \
 	echo "  TensorBoard  runs/$(MODEL)/ (make tensorboard)" && echo && cat reports/bench.md
+
+microbench: $(STAMP)  ## pytest-benchmark timings of each CPU engine's forward pass (tiny model)
+	$(PY) -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=median,iqr,ops $(ARGS)
+
+memory: $(STAMP)  ## peak RSS of runtime.predict at 2,000 vs 20,000 images (MODEL, ENGINE)
+	$(PY) -m bench.memory --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite (CPU)
 	$(PY) -m pytest $(ARGS)
