@@ -278,27 +278,36 @@ def export_model(name: str, cfg: ExportConfig, targets: list[str] | None = None)
     return exporter.results
 
 
+def add_common_args(p: ArgumentParser) -> None:
+    """``--model``, ``--data``, ``--config`` and ``--set``, shared by ``export`` and ``export.verify``."""
+    p.add_argument("--model", required=True, help="model name: artifacts/<model>/best.pt is the reference")
+    p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
+    p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+
+
+def config_from_args(args: Any, **overrides: Any) -> ExportConfig:
+    """The export config from ``--config``, ``--set``, ``--data`` and the given ``overrides``."""
+    values = parse_overrides(args.set)
+    if args.data:
+        values["data"] = args.data
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return load_config(ExportConfig, args.config, values)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m export``."""
     p = ArgumentParser(prog="python -m export", description=description(__doc__))
-    p.add_argument("--model", required=True, help="model name: artifacts/<model>/best.pt is exported")
-    p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
+    add_common_args(p)
     p.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGETS)} (overrides the config)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="TensorRT precision (overrides trt_precision)")
     p.add_argument("--allow-degraded", action="store_true", help="install artifacts that fail their gate")
-    p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     args = p.parse_args(argv)
-    overrides = parse_overrides(args.set)
-    if args.data:
-        overrides["data"] = args.data
-    if args.targets:
-        overrides["targets"] = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if args.precision:
-        overrides["trt_precision"] = args.precision
-    if args.allow_degraded:
-        overrides["allow_degraded"] = True
-    export_model(args.model, load_config(ExportConfig, args.config, overrides))
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+    cfg = config_from_args(
+        args, targets=targets, trt_precision=args.precision, allow_degraded=True if args.allow_degraded else None
+    )
+    export_model(args.model, cfg)
     return 0
 
 

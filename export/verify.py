@@ -113,21 +113,14 @@ def update_record(model_dir: Path, results: dict[str, dict[str, Any]]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m export.verify``: re-verify every artifact of a model; exit 2 if any fails its gate."""
-    from export.export import ExportConfig, installed_artifacts, verification_set
-    from runtime.config import load_config, parse_overrides
+    from export.export import add_common_args, config_from_args, installed_artifacts, verification_set
     from runtime.engines import create_engine
     from runtime.engines.pytorch import TorchEngine
 
     p = ArgumentParser(prog="python -m export.verify", description=description(__doc__))
-    p.add_argument("--model", required=True, help="model name: artifacts/<model>/")
-    p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
-    p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    add_common_args(p)
     args = p.parse_args(argv)
-    overrides = parse_overrides(args.set)
-    if args.data:
-        overrides["data"] = args.data
-    cfg = load_config(ExportConfig, args.config, overrides)
+    cfg = config_from_args(args)
     model_dir = Path(cfg.artifacts) / args.model
     checkpoint = model_dir / "best.pt"
     if not checkpoint.is_file():
