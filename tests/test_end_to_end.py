@@ -37,8 +37,16 @@ def test_checkpoint_is_self_describing(tiny_model: dict[str, Path]) -> None:
     assert meta.input_size == (3, 64, 64)
     assert meta.interpolation == "bilinear" and meta.crop_pct == 1.0
     assert 0.0 <= meta.metrics["f1_micro"] <= 1.0 and meta.metrics["epoch"] == 1
-    events = list((tiny_model["work"] / "runs" / "tiny").glob("*/events.out.tfevents.*"))
-    assert len(events) == 1 and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = list((tiny_model["work"] / "runs" / "tiny").iterdir())
+    assert len(runs) == 1
+    events = EventAccumulator(str(runs[0])).Reload()
+    tags = events.Tags()
+    assert {"f1_micro/valid", "f1_macro/valid", "loss/train", "lr"} <= set(tags["scalars"])
+    assert "confusion_matrix/valid" in tags["images"]
+    assert {f"f1_per_class/{c}" for c in meta.class_names} <= set(tags["scalars"])
+    assert events.Scalars("f1_micro/valid")[0].value == pytest.approx(meta.metrics["f1_micro"])
 
 
 def test_onnx_is_self_contained_with_dynamic_batch_and_metadata(tiny_model: dict[str, Path]) -> None:

@@ -43,10 +43,25 @@ class TrainConfig:
     hflip: float = 0.5
     vflip: float = 0.0
     color_jitter: float = 0.4
+    auto_augment: str | None = None  # timm "rand-m9-mstd0.5" (RandAugment) or "trivialaugment" (TrivialAugmentWide)
+    mixup: float = 0.0  # mixup alpha (0: off)
+    cutmix: float = 0.0  # cutmix alpha (0: off)
+    mixup_prob: float = 1.0
+    scheduler: str = "step"  # step (the seed's lr x lr_gamma every lr_step_epochs) or cosine
+    warmup_epochs: int = 0
+    min_lr: float = 1.0e-6  # cosine floor
+    ema: bool = False  # evaluate and keep an exponential moving average of the weights
+    ema_decay: float = 0.999
+    accum_steps: int = 1  # gradient accumulation
+    clip_grad: float | None = None  # max gradient norm
+    class_balance: str = "none"  # none | sampler (inverse-frequency sampling) | loss (inverse-frequency weights)
+    channels_last: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume; slower)
     workers: int = 2
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    amp_dtype: str = "float16"  # float16 or bfloat16 (CUDA only)
     data: str = "data/elpv"
     train_csv: str = "train_.csv"
     valid_csv: str = "valid_.csv"
@@ -81,7 +96,20 @@ class TrainConfig:
             ("workers", self.workers >= 0),
             ("device", self.device in ("auto", "cpu") or self.device.startswith("cuda")),
             ("drop_rate", 0 <= self.drop_rate < 1),
-        ]
+            ("mixup", self.mixup >= 0),
+            ("cutmix", self.cutmix >= 0),
+            ("mixup_prob", 0 <= self.mixup_prob <= 1),
+            ("scheduler", self.scheduler in ("step", "cosine")),
+            ("warmup_epochs", 0 <= self.warmup_epochs < self.epochs),
+            ("min_lr", 0 <= self.min_lr < self.lr),
+            ("ema_decay", 0 < self.ema_decay < 1),
+            ("accum_steps", self.accum_steps >= 1),
+            ("clip_grad", self.clip_grad is None or self.clip_grad > 0),
+            ("class_balance", self.class_balance in ("none", "sampler", "loss")),
+            ("amp_dtype", self.amp_dtype in ("float16", "bfloat16")),
+            ("auto_augment", self.auto_augment is None or self.auto_augment == "trivialaugment"
+             or self.auto_augment.startswith(("rand", "augmix", "original", "v0"))),
+        ]  # fmt: skip
         for key, ok in checks:
             if not ok:
                 raise UserError(f"{source}: key {key!r} has an invalid value {getattr(self, key)!r}")

@@ -41,18 +41,30 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def train_transform(meta: ModelMeta, cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
-    """timm's training transform (RandomResizedCrop, flips, colour jitter, normalise) for ``meta``'s size."""
-    return create_transform(
+    """timm's training transform (RandomResizedCrop, flips, colour jitter or RandAugment, normalise) for
+    ``meta``'s size; ``auto_augment: trivialaugment`` inserts torchvision's ``TrivialAugmentWide``
+    (Muller & Hutter 2021) before the tensor conversion."""
+    trivial = cfg.auto_augment == "trivialaugment"
+    transform = create_transform(
         input_size=meta.input_size,
         is_training=True,
         scale=tuple(cfg.train_scale),
         hflip=cfg.hflip,
         vflip=cfg.vflip,
-        color_jitter=cfg.color_jitter,
+        color_jitter=0.0 if trivial else cfg.color_jitter,
+        auto_augment=None if trivial else cfg.auto_augment,
         interpolation=meta.interpolation,
         mean=meta.mean,
         std=meta.std,
     )
+    if trivial:
+        from torchvision.transforms import TrivialAugmentWide
+
+        steps = list(transform.transforms)
+        at = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+        steps.insert(at, TrivialAugmentWide())
+        transform.transforms = steps
+    return transform
 
 
 def valid_transform(meta: ModelMeta) -> Callable[[Image.Image], np.ndarray]:
@@ -61,17 +73,33 @@ def valid_transform(meta: ModelMeta) -> Callable[[Image.Image], np.ndarray]:
 
 
 def make_loader(
-    dataset: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int
+    dataset: ImageDataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    seed: int,
+    sampler: torch.utils.data.Sampler | None = None,
+    drop_last: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """DataLoader with a seeded shuffle and persistent workers."""
+    """DataLoader with a seeded generator (shuffle order and worker seeds come from it).
+
+    Workers are not persistent, so each epoch re-seeds them from the generator: saving and restoring the
+    generator state (``loader.generator``) makes a resumed run draw the same augmentations.
+    """
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
-        persistent_workers=workers > 0,
         generator=generator,
         pin_memory=torch.cuda.is_available(),
-        drop_last=False,
+        drop_last=drop_last,
     )
+
+
+def class_weights(targets: list[int], num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``N / (K * count_k)`` per class (a class absent from the data gets 0)."""
+    counts = torch.bincount(torch.as_tensor(targets), minlength=num_classes).float()
+    return torch.where(counts > 0, len(targets) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))

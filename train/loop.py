@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,10 +24,14 @@ def f1_micro_macro(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> 
 
 
 class EpochMetrics:
-    """Accumulates per-image loss and predictions over an epoch; F1 is computed once over all of them."""
+    """Accumulates per-image loss and predictions over an epoch; F1 is computed once over all of them.
 
-    def __init__(self, num_classes: int) -> None:
+    ``gather`` (optional) merges the per-rank lists under DDP before the metrics are computed.
+    """
+
+    def __init__(self, num_classes: int, gather: Callable[[Any], list[Any]] | None = None) -> None:
         self.num_classes = num_classes
+        self.gather = gather
         self.total_loss, self.seen = 0.0, 0
         self.preds: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
@@ -38,14 +43,30 @@ class EpochMetrics:
         self.preds.append(logits.argmax(1).cpu())
         self.targets.append(targets.cpu())
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(targets, predictions) of every image added (on every rank)."""
+        targets, preds = torch.cat(self.targets).numpy(), torch.cat(self.preds).numpy()
+        if self.gather is not None:
+            parts = self.gather((targets, preds))
+            targets = np.concatenate([t for t, _ in parts])
+            preds = np.concatenate([p for _, p in parts])
+        return targets, preds
+
     def compute(self) -> dict[str, float]:
         """``loss`` (mean per image), ``f1_micro``, ``f1_macro`` over everything added."""
-        micro, macro = f1_micro_macro(torch.cat(self.targets).numpy(), torch.cat(self.preds).numpy(), self.num_classes)
-        return {"loss": self.total_loss / max(self.seen, 1), "f1_micro": micro, "f1_macro": macro}
+        total, seen = self.total_loss, self.seen
+        if self.gather is not None:
+            sums = self.gather((total, seen))
+            total, seen = sum(s[0] for s in sums), sum(s[1] for s in sums)
+        targets, preds = self.arrays()
+        micro, macro = f1_micro_macro(targets, preds, self.num_classes)
+        return {"loss": total / max(seen, 1), "f1_micro": micro, "f1_macro": macro}
 
 
-def _autocast(device: torch.device, amp: bool) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
+def autocast(device: torch.device, dtype: str | None) -> torch.autocast:
+    """Mixed precision on CUDA (``float16`` / ``bfloat16``); disabled for ``None`` or on the CPU."""
+    enabled = dtype is not None and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype or "float16"), enabled=enabled)
 
 
 def train_one_epoch(
@@ -56,24 +77,53 @@ def train_one_epoch(
     device: torch.device,
     scaler: torch.amp.GradScaler,
     num_classes: int,
-    amp: bool,
+    amp_dtype: str | None = None,
     desc: str = "train",
+    accum_steps: int = 1,
+    clip_grad: float | None = None,
+    mixup: Callable | None = None,
+    ema: Any = None,
+    channels_last: bool = False,
+    gather: Callable[[Any], list[Any]] | None = None,
 ) -> dict[str, float]:
-    """Train one epoch. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro`` and ``img_per_s``."""
+    """Train one epoch. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro`` (against the hard labels,
+    over all ranks) and ``img_per_s`` (this rank).
+
+    Args:
+        accum_steps: gradient accumulation: one optimizer step every ``accum_steps`` batches.
+        clip_grad: max global gradient norm (``None``: no clipping).
+        mixup: timm ``Mixup`` (batch-level mixup/cutmix with soft targets) or ``None``.
+        ema: timm ``ModelEmaV3`` updated after each optimizer step, or ``None``.
+    """
     model.train()
-    metrics = EpochMetrics(num_classes)
+    metrics = EpochMetrics(num_classes, gather)
     start = time.perf_counter()
-    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
+    n_batches = len(loader) if hasattr(loader, "__len__") else None
+    optimizer.zero_grad(set_to_none=True)
+    for step, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=None)):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, amp):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = y
+        if mixup is not None:
+            x, target = mixup(x, y)
+        with autocast(device, amp_dtype):
             logits = model(x)
-            loss = criterion(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        metrics.update(loss, logits, y)
-    return {**metrics.compute(), "img_per_s": metrics.seen / (time.perf_counter() - start)}
+            loss = criterion(logits, target)
+        scaler.scale(loss / accum_steps).backward()
+        last = n_batches is not None and step + 1 == n_batches
+        if (step + 1) % accum_steps == 0 or last:
+            if clip_grad is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
+        metrics.update(loss.detach(), logits.detach(), y)
+    seconds = time.perf_counter() - start
+    return {**metrics.compute(), "img_per_s": metrics.seen / seconds}
 
 
 @torch.inference_mode()
@@ -83,16 +133,21 @@ def evaluate(
     criterion: torch.nn.Module,
     device: torch.device,
     num_classes: int,
-    amp: bool,
+    amp_dtype: str | None = None,
     desc: str = "valid",
-) -> dict[str, float]:
-    """Evaluate on the whole loader. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro``."""
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Evaluate on the whole loader. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro``, and the
+    ``targets`` / ``preds`` arrays (for the confusion matrix and per-class F1)."""
     model.eval()
     metrics = EpochMetrics(num_classes)
     for x, y in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, amp):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
             logits = model(x)
             loss = criterion(logits.float(), y)
         metrics.update(loss, logits, y)
-    return metrics.compute()
+    targets, preds = metrics.arrays()
+    return {**metrics.compute(), "targets": targets, "preds": preds}

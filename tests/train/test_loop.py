@@ -21,7 +21,7 @@ class _Fixed(torch.nn.Module):
 def test_evaluate_scores_the_whole_epoch() -> None:
     # batch 1: 1 image, correct; batch 2: 3 images, all wrong. Per-batch mean would be 0.5; epoch-level is 0.25.
     loader = [(torch.zeros(1, 1), torch.tensor([0])), (torch.zeros(3, 1), torch.tensor([1, 1, 1]))]
-    out = evaluate(_Fixed(), loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"), 2, amp=False)
+    out = evaluate(_Fixed(), loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"), 2)
     assert out["f1_micro"] == pytest.approx(0.25)
     micro, macro = f1_micro_macro(np.array([0, 1, 1, 1]), np.array([0, 0, 0, 0]), 2)
     assert out["f1_macro"] == pytest.approx(macro)
