@@ -9,6 +9,8 @@ DATA   ?= data/elpv
 ENGINE ?= onnx
 CSV    ?= test.csv
 OUT    ?= submission.csv
+NPROC  ?= 1
+RESUME ?=
 TARGETS ?=
 PRECISION ?=
 ARGS   ?=
@@ -34,8 +36,8 @@ data: $(STAMP)  ## write the embedded ELPV dataset to data/elpv in the contest l
 split: $(STAMP)  ## seeded stratified train_/valid_ split + class map (configs/split.yaml)
 	$(PY) -m train.split --set dataset=$(DATA) $(ARGS)
 
-train: $(STAMP)  ## train MODEL (configs/models/$(MODEL).yaml) on DATA
-	$(PY) -m train --model $(MODEL) --data $(DATA) $(ARGS)
+train: $(STAMP)  ## train MODEL (configs/models/$(MODEL).yaml) on DATA [NPROC=n: torchrun DDP] [RESUME=1]
+	$(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC),$(PY)) -m train --model $(MODEL) --data $(DATA) $(if $(RESUME),--resume) $(ARGS)
 
 export: $(STAMP)  ## export artifacts/$(MODEL)/best.pt to verified ONNX/INT8/FP16/OpenVINO (TARGETS=..., PRECISION=... for trt)
 	$(PY) -m export --model $(MODEL) --data $(DATA) $(if $(TARGETS),--targets $(TARGETS)) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
