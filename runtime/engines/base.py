@@ -57,6 +57,20 @@ class Engine(abc.ABC):
             float32 logits (N, num_classes).
         """
 
+    def run_features(self, batch: np.ndarray) -> np.ndarray:
+        """Pooled pre-logit features of a batch (timm ``forward_head(x, pre_logits=True)``).
+
+        Args:
+            batch: float32 array (N, 3, H, W), preprocessed.
+
+        Returns:
+            float32 features (N, D).
+
+        Raises:
+            UserError: the artifact carries no ``features`` output (re-export it).
+        """
+        raise UserError(f"engine {self.name!r} cannot produce features")
+
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """What actually runs: ``engine``, ``provider``, ``device``, ``precision``, ``threads``."""

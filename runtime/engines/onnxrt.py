@@ -81,6 +81,13 @@ class OnnxEngine(Engine):
         out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})
         return np.asarray(out[0], dtype=np.float32)
 
+    def run_features(self, batch: np.ndarray) -> np.ndarray:
+        """See :meth:`Engine.run_features` (the ``features`` output of the exported graph)."""
+        if "features" not in [o.name for o in self.session.get_outputs()]:
+            raise UserError(f"{self.artifact}: no 'features' output; re-export with `make export`")
+        out = self.session.run(["features"], {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return np.asarray(out[0], dtype=np.float32)
+
     def describe(self) -> dict[str, Any]:
         """See :meth:`Engine.describe`."""
         return {

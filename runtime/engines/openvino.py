@@ -58,7 +58,8 @@ class OpenVINOEngine(Engine):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config)
-        self.output = self.compiled.output("logits")
+        self.outputs = {o.get_any_name(): o for o in self.compiled.outputs}
+        self.output = self.outputs["logits"]
         self.requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.queue = ov.AsyncInferQueue(self.compiled, self.requests)
         self._results: dict[int, np.ndarray] = {}
@@ -69,6 +70,16 @@ class OpenVINOEngine(Engine):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """See :meth:`Engine.run`."""
+        return self._infer(batch, "logits")
+
+    def run_features(self, batch: np.ndarray) -> np.ndarray:
+        """See :meth:`Engine.run_features`."""
+        if "features" not in self.outputs:
+            raise UserError(f"{self.artifact}: no 'features' output; re-export with `make export`")
+        return self._infer(batch, "features")
+
+    def _infer(self, batch: np.ndarray, output: str) -> np.ndarray:
+        self.output = self.outputs[output]
         batch = np.ascontiguousarray(batch, np.float32)
         chunks = np.array_split(batch, min(self.requests, len(batch)))
         self._results.clear()

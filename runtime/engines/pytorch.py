@@ -98,6 +98,14 @@ class TorchEngine(Engine):
             x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
             return self.forward(x.contiguous(memory_format=self.memory_format)).float().cpu().numpy()
 
+    def run_features(self, batch: np.ndarray) -> np.ndarray:
+        """See :meth:`Engine.run_features` (``forward_head(forward_features(x), pre_logits=True)``)."""
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
+            x = x.contiguous(memory_format=self.memory_format)
+            feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            return feats.float().cpu().numpy()
+
     def describe(self) -> dict[str, Any]:
         """See :meth:`Engine.describe`."""
         return {

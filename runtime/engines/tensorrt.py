@@ -76,22 +76,28 @@ class TensorRTEngine(Engine):
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
                 self.out_shapes[name] = tuple(shape[1:])
 
-    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+    def _run_chunk(self, chunk: np.ndarray, output: str = "logits") -> np.ndarray:
         n = len(chunk)
         self.context.set_input_shape("input", chunk.shape)
         self.buffers["input"].copy_from(chunk, self.stream)
         if not self.context.execute_async_v3(self.stream):
             raise UserError(f"{self.artifact}: TensorRT execution failed")
-        logits = np.empty((n, *self.out_shapes["logits"]), np.float32)
-        self.buffers["logits"].copy_to(logits, self.stream)
+        result = np.empty((n, *self.out_shapes[output]), np.float32)
+        self.buffers[output].copy_to(result, self.stream)
         cuda.synchronize(self.stream)
-        return logits
+        return result
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """See :meth:`Engine.run`."""
+    def run(self, batch: np.ndarray, output: str = "logits") -> np.ndarray:
+        """See :meth:`Engine.run` (``output="features"``: see :meth:`run_features`)."""
         batch = np.ascontiguousarray(batch, np.float32)
-        parts = [self._run_chunk(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
-        return np.concatenate(parts)
+        step = self.max_batch
+        return np.concatenate([self._run_chunk(batch[i : i + step], output) for i in range(0, len(batch), step)])
+
+    def run_features(self, batch: np.ndarray) -> np.ndarray:
+        """See :meth:`Engine.run_features`."""
+        if "features" not in self.out_shapes:
+            raise UserError(f"{self.artifact}: no 'features' output; re-export with `make export`")
+        return self.run(batch, "features")
 
     def describe(self) -> dict[str, Any]:
         """See :meth:`Engine.describe`."""
