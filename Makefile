@@ -17,7 +17,7 @@ ARGS   ?=
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data split train export verify predict bench microbench memory demo test lint format tensorboard distclean
+.PHONY: help venv data split train export verify predict features clean bench microbench memory demo test lint format tensorboard distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ verify: $(STAMP)  ## re-verify every exported artifact of MODEL against its chec
 
 predict: $(STAMP)  ## write $(OUT) for $(DATA)/$(CSV) with ENGINE (and PRECISION)
 	$(PY) -m runtime.predict --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) --csv $(CSV) --out $(OUT) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
+
+features: $(STAMP)  ## pre-logit features of DATA/train.csv with ENGINE -> features/$(MODEL)/
+	$(PY) -m runtime.features --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) --csv train.csv --out features/$(MODEL) $(ARGS)
+
+clean: $(STAMP)  ## outliers + label issues from features/$(MODEL) -> reports/clean/ (configs/clean.yaml)
+	$(PY) -m train.clean --set features=features/$(MODEL) --set csv=$(DATA)/train.csv --set images=$(DATA)/train $(ARGS)
 
 bench: $(STAMP)  ## F1 x img/s of every trained backbone x engine -> reports/bench.md
 	$(PY) -m bench --set data=$(DATA) $(ARGS)

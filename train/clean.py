@@ -1,0 +1,192 @@
+"""``python -m train.clean`` (``make clean MODEL=<m>``): find outliers and mislabeled images from features.
+
+Reads ``features.npy`` + ``index.csv`` written by ``runtime.features``, scores every image with each method of
+:mod:`train.outliers`, and writes to ``--out``: ``scores.csv`` (image_id, label, a score and a flag per method,
+the suggested label of label issues), ``<csv stem>.clean.csv`` (the input CSV minus the images flagged by the
+``remove_by`` methods; the input is never modified), ``gallery.html`` (self-contained: flagged images per
+method and class, sorted by score, with thumbnails embedded) and, with ``copy_flagged``, copies of the flagged
+images in ``<dir>/<label>/`` (the seed's review folders). ``--evaluate`` runs the injection harness instead
+(:mod:`train.clean_eval`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from runtime.atomic import atomic_path, write_text
+from runtime.config import load_config, parse_overrides
+from runtime.dataset import read_csv, require_dir
+from runtime.errors import ArgumentParser, UserError, description, run_cli
+from runtime.preprocess import open_rgb
+from train.outliers import METHODS, run_method
+
+
+@dataclasses.dataclass
+class CleanConfig:
+    """Keys of ``configs/clean.yaml``."""
+
+    features: str = "features/resnet18_cpu"
+    csv: str = "data/elpv/train.csv"
+    images: str = "data/elpv/train"
+    out: str = "reports/clean"
+    methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
+    remove_by: list[str] = dataclasses.field(default_factory=lambda: ["isolation_forest", "label_issues"])
+    flag_fraction: float = 0.02
+    knn_k: int = 10
+    folds: int = 5
+    seed: int = 0
+    pred_probs: str | None = None
+    copy_flagged: str | None = None
+
+    def validate(self, source: str) -> None:
+        """Raises UserError naming a bad key."""
+        for key in ("methods", "remove_by"):
+            bad = [m for m in getattr(self, key) if m not in METHODS]
+            if bad:
+                raise UserError(f"{source}: key {key!r}: unknown method {bad[0]!r} (choose from {', '.join(METHODS)})")
+        if not set(self.remove_by) <= set(self.methods):
+            raise UserError(f"{source}: key 'remove_by' names methods that are not in 'methods'")
+        if not 0 <= self.flag_fraction < 1:
+            raise UserError(f"{source}: key 'flag_fraction' must be in [0, 1)")
+        if self.knn_k < 1 or self.folds < 2:
+            raise UserError(f"{source}: keys 'knn_k' >= 1 and 'folds' >= 2 required")
+
+
+def load_features(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """(features float32 N x D, index with ``image_id``, ``label``) from a ``runtime.features`` folder.
+
+    Raises:
+        UserError: missing files, or features and index of different lengths.
+    """
+    folder = require_dir(folder, "features folder")
+    path = folder / "features.npy"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run `python -m runtime.features ... --out {folder}` first")
+    features = np.load(path)
+    index = read_csv(folder / "index.csv", require_label=True)
+    if features.ndim != 2 or len(features) != len(index):
+        raise UserError(f"{folder}: features.npy has {len(features)} rows but index.csv {len(index)}: not aligned")
+    return features.astype(np.float32), index
+
+
+def read_pred_probs(path: str | Path, index: pd.DataFrame, class_names: list[str]) -> np.ndarray:
+    """Out-of-fold probabilities (N, K) in ``index`` order from a CSV with ``image_id`` and one column per class.
+
+    Raises:
+        UserError: a class column or an image is missing.
+    """
+    df = read_csv(path).set_index("image_id")
+    missing = [c for c in class_names if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: no probability column for class {missing[0]!r}")
+    absent = [i for i in index["image_id"] if i not in df.index]
+    if absent:
+        raise UserError(f"{path}: no probabilities for image {absent[0]!r}")
+    return df.loc[index["image_id"], class_names].to_numpy(dtype=np.float64)
+
+
+def score_all(features: np.ndarray, index: pd.DataFrame, cfg: CleanConfig) -> pd.DataFrame:
+    """``scores.csv`` rows: image_id, label, ``<method>_score`` and ``<method>_flag`` per method, and
+    ``suggested_label`` when label issues ran."""
+    class_names = sorted(set(index["label"]))
+    labels = index["label"].map({c: i for i, c in enumerate(class_names)}).to_numpy()
+    probs = read_pred_probs(cfg.pred_probs, index, class_names) if cfg.pred_probs else None
+    out = index[["image_id", "label"]].copy()
+    for method in cfg.methods:
+        result = run_method(method, features, labels, cfg.flag_fraction, cfg.knn_k, cfg.seed, cfg.folds, probs)
+        out[f"{method}_score"] = result.scores
+        out[f"{method}_flag"] = result.flags
+        if result.suggested is not None:
+            out["suggested_label"] = [class_names[i] for i in result.suggested]
+    return out
+
+
+def _thumbnail(path: Path, size: int = 112) -> str:
+    try:
+        img = open_rgb(path)
+    except UserError:
+        return ""
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def gallery_html(scores: pd.DataFrame, methods: list[str], images: Path) -> str:
+    """Self-contained HTML: for each method, its flagged images grouped by class and sorted by score."""
+    parts = ["<!doctype html><html><head><meta charset=utf-8><title>Flagged images</title><style>"
+             "body{font-family:sans-serif;margin:1em}.g{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;"
+             "width:120px;font-size:11px;word-break:break-all}img{width:112px;height:112px;object-fit:contain;"
+             "background:#eee}</style></head><body><h1>Flagged images</h1>"]  # fmt: skip
+    for method in methods:
+        flagged = scores[scores[f"{method}_flag"]]
+        parts.append(f"<h2>{html.escape(method)}: {len(flagged)} flagged</h2>")
+        for label, group in flagged.sort_values(f"{method}_score", ascending=False).groupby("label", sort=True):
+            figs = []
+            for _, row in group.iterrows():
+                note = f"<br>suggested: {html.escape(row['suggested_label'])}" if method == "label_issues" else ""
+                src = _thumbnail(images / row["image_id"])
+                figs.append(f'<figure><img src="{src}" alt=""><figcaption>{html.escape(row["image_id"])}<br>'
+                            f"score {row[f'{method}_score']:.3f}{note}</figcaption></figure>")  # fmt: skip
+            parts.append(f"<h3>{html.escape(label)} ({len(group)})</h3><div class=g>{''.join(figs)}</div>")
+    return "\n".join(parts) + "</body></html>\n"
+
+
+def clean(cfg: CleanConfig) -> pd.DataFrame:
+    """Run every method and write the outputs (see the module docstring); returns the scores table.
+
+    Raises:
+        UserError: missing or misaligned inputs, unknown methods.
+    """
+    features, index = load_features(cfg.features)
+    images = require_dir(cfg.images, "image folder")
+    source = read_csv(cfg.csv)
+    scores = score_all(features, index, cfg)
+    out = Path(cfg.out)
+    remove = set(scores.loc[scores[[f"{m}_flag" for m in cfg.remove_by]].any(axis=1), "image_id"])
+    with atomic_path(out / "scores.csv", suffix=".csv") as tmp:
+        scores.to_csv(tmp, index=False)
+    with atomic_path(out / f"{Path(cfg.csv).stem}.clean.csv", suffix=".csv") as tmp:
+        pd.read_csv(cfg.csv, dtype=str, keep_default_na=False, encoding="utf-8-sig").loc[
+            ~source["image_id"].isin(remove)
+        ].to_csv(tmp, index=False)
+    write_text(out / "gallery.html", gallery_html(scores, cfg.methods, images))
+    if cfg.copy_flagged:
+        with atomic_path(cfg.copy_flagged) as tmp:
+            for _, row in scores[scores["image_id"].isin(remove)].iterrows():
+                (tmp / row["label"]).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(images / row["image_id"], tmp / row["label"] / Path(row["image_id"]).name)
+    counts = ", ".join(f"{m} {int(scores[f'{m}_flag'].sum())}" for m in cfg.methods)
+    print(f"{out}: {len(scores)} images scored; flagged: {counts}; {len(remove)} removed from the cleaned CSV",
+          file=sys.stderr)  # fmt: skip
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m train.clean``."""
+    p = ArgumentParser(prog="python -m train.clean", description=description(__doc__))
+    p.add_argument("--config", default="configs/clean.yaml", help="YAML config (default: configs/clean.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--evaluate", action="store_true", help="run the injection harness on ELPV instead")
+    args, rest = p.parse_known_args(argv)
+    if args.evaluate:
+        from train.clean_eval import main as evaluate_main
+
+        return evaluate_main(rest)
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    clean(load_config(CleanConfig, args.config, parse_overrides(args.set)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
