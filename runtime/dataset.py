@@ -82,17 +82,17 @@ def image_dir_for(data_dir: str | os.PathLike, csv_name: str) -> Path:
 
 def resolve_ids(image_dir: str | os.PathLike, ids: list[str]) -> list[Path | UserError]:
     """Path of each id inside ``image_dir``, or a :class:`UserError` for an id that is absolute or leaves the
-    folder (``..``), so a caller can skip it and go on."""
+    folder (``..``), so a caller can skip it and go on. The check is on the path text: symbolic links inside
+    the folder are the user's to make and are followed when the image is read."""
     image_dir = Path(image_dir)
-    root = image_dir.resolve()
+    root = os.path.abspath(image_dir)
     out: list[Path | UserError] = []
     for image_id in ids:
-        candidate = Path(image_id)
-        full = (image_dir / candidate).resolve()
-        if candidate.is_absolute() or (root != full and root not in full.parents):
+        full = os.path.normpath(os.path.join(root, image_id))
+        if os.path.isabs(image_id) or not full.startswith(root + os.sep):
             out.append(UserError(f"image id {image_id!r} points outside {image_dir}"))
         else:
-            out.append(image_dir / candidate)
+            out.append(image_dir / image_id)
     return out
 
 

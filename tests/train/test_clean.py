@@ -91,3 +91,17 @@ def test_bad_clean_inputs(real_features: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown method 'magic'"):
         CleanConfig(methods=["magic"]).validate("clean.yaml")
     assert set(METHODS) == {"knn", "isolation_forest", "lof", "dbscan", "label_issues"}
+
+
+def test_evaluate_harness_is_seeded_and_complete(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    from train.clean import main as clean_main
+
+    args = ["--evaluate", "--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"]),
+            "--flip", "0.1", "--foreign", "0.1"]  # fmt: skip
+    assert run_cli(clean_main, [*args, "--out", str(tmp_path / "a")]) == 0
+    assert run_cli(clean_main, [*args, "--out", str(tmp_path / "b")]) == 0
+    a = pd.read_csv(tmp_path / "a" / "report.csv")
+    assert a.equals(pd.read_csv(tmp_path / "b" / "report.csv"))
+    assert len(a) == len(METHODS) * 3 and set(a["kind"]) == {"mislabeled", "scattered_foreign", "clustered_foreign"}
+    assert a[["auroc", "average_precision"]].stack().between(0, 1).all()
+    assert "| isolation_forest | clustered_foreign |" in (tmp_path / "a" / "report.md").read_text()
