@@ -162,9 +162,12 @@ def clean(cfg: CleanConfig) -> pd.DataFrame:
     write_text(out / "gallery.html", gallery_html(scores, cfg.methods, images))
     if cfg.copy_flagged:
         with atomic_path(cfg.copy_flagged) as tmp:
+            tmp.mkdir(parents=True)
             for _, row in scores[scores["image_id"].isin(remove)].iterrows():
-                (tmp / row["label"]).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(images / row["image_id"], tmp / row["label"] / Path(row["image_id"]).name)
+                src = images / row["image_id"]
+                if src.is_file():  # an image deleted since the features were computed is simply not copied
+                    (tmp / row["label"]).mkdir(exist_ok=True)
+                    shutil.copyfile(src, tmp / row["label"] / Path(row["image_id"]).name)
     counts = ", ".join(f"{m} {int(scores[f'{m}_flag'].sum())}" for m in cfg.methods)
     print(f"{out}: {len(scores)} images scored; flagged: {counts}; {len(remove)} removed from the cleaned CSV",
           file=sys.stderr)  # fmt: skip

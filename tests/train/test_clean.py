@@ -67,7 +67,7 @@ def test_clean_outputs_on_real_features(real_features: Path, tiny_model: dict[st
     cfg = CleanConfig(
         features=str(real_features / "f"), csv=str(real_features / "train_planted.csv"), images=str(data / "train"),
         out=str(tmp_path / "out"), methods=["knn", "isolation_forest", "lof", "dbscan"],
-        remove_by=["isolation_forest"], flag_fraction=0.05,
+        remove_by=["isolation_forest"], flag_fraction=0.05, copy_flagged=str(tmp_path / "review"),
     )  # fmt: skip
     # the planted image is not in the folder any more: the gallery must still render (blank thumbnail)
     scores = clean(cfg)
@@ -79,6 +79,8 @@ def test_clean_outputs_on_real_features(real_features: Path, tiny_model: dict[st
     assert cleaned["image_id"].tolist() == [i for i in source["image_id"] if i not in flagged]
     page = (tmp_path / "out" / "gallery.html").read_text()
     assert all(i in page for i in flagged) and "http" not in page
+    copied = {p.name for p in (tmp_path / "review").rglob("*.png")}
+    assert copied == {Path(i).name for i in flagged if (data / "train" / i).exists()}
 
 
 def test_bad_clean_inputs(real_features: Path, tmp_path: Path) -> None:
