@@ -11,7 +11,7 @@ import collections
 import concurrent.futures as cf
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +45,10 @@ class Batch:
     errors: list[tuple[int, str]]
 
 
-def _load(item: Item, meta: ModelMeta) -> np.ndarray:
+def _load(item: Item, meta: ModelMeta, loader: Callable[..., np.ndarray]) -> np.ndarray:
     if isinstance(item, UserError):
         raise item
-    return preprocess_image(item, meta)
+    return loader(item, meta)
 
 
 def stream_batches(
@@ -59,11 +59,13 @@ def stream_batches(
     prefetch: int = 2,
     skip_errors: bool = False,
     offset: int = 0,
+    loader: Callable[..., np.ndarray] = preprocess_image,
 ) -> Iterator[Batch]:
     """Yield :class:`Batch` es of ``items`` in order (positions start at ``offset``).
 
     Args:
         skip_errors: record unreadable items in ``Batch.errors`` and go on; otherwise raise on the first one.
+        loader: ``(path, meta) -> array`` for one item (default: the eval transform, (3, H, W)).
 
     Raises:
         runtime.errors.UserError: an unreadable item when ``skip_errors`` is false.
@@ -78,7 +80,7 @@ def stream_batches(
             start = next(starts, None)
             if start is not None:
                 chunk = items[start : start + batch_size]
-                pending.append((start, [pool.submit(_load, item, meta) for item in chunk]))
+                pending.append((start, [pool.submit(_load, item, meta, loader) for item in chunk]))
 
         for _ in range(prefetch + 1):
             submit_next()

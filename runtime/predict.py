@@ -32,6 +32,8 @@ from runtime.engines import ENGINE_NAMES, create_engine
 from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
 from runtime.outputs import FORMATS, PartialOutput, errors_path, finalize, partial_path, read_partial, write_gallery
 from runtime.pipeline import softmax, stream_batches
+from runtime.preprocess import preprocess_image
+from runtime.tta import check_mode, five_crop_views, tta_probs
 
 EXIT_SKIPPED = 3
 
@@ -56,6 +58,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--topk", type=positive_int, help="add label_i/prob_i columns for the K most likely classes")
     p.add_argument("--probs", action="store_true", help="add one probability column per class")
     p.add_argument("--visualize", metavar="DIR", help="copy images into DIR/<class>/ and write DIR/index.html")
+    p.add_argument("--tta", default="none", help="test-time augmentation: none, hflip, hflip+vflip, five-crop")
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="unreadable inputs (default: skip)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
     p.add_argument("--shard", help="i/n: predict only the i-th of n contiguous parts (merge: python -m runtime.merge)")
@@ -167,6 +170,8 @@ def batch_rows(ids: list[str], batch, logits: np.ndarray | None, class_names: li
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    tta = check_mode(args.tta)
+    loader = five_crop_views if tta == "five-crop" else preprocess_image
     ids, image_dir = load_inputs(args)
     shard, n_shards, start, end = parse_shard(args.shard, len(ids))
     items = resolve_ids(image_dir, ids)
@@ -187,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             for batch in stream_batches(items[begin:end], meta, args.batch_size, args.workers,
-                                        skip_errors=args.on_error == "skip", offset=begin):  # fmt: skip
-                logits = engine.run(batch.array) if batch.array is not None else None
+                                        skip_errors=args.on_error == "skip", offset=begin, loader=loader):  # fmt: skip
+                logits = None
+                if batch.array is not None:  # with TTA: log of the mean probabilities (softmax gives them back)
+                    logits = engine.run(batch.array) if tta == "none" else np.log(tta_probs(engine, batch.array, tta))
                 partial.append(batch_rows(ids, batch, logits, meta.class_names, columns, args.topk))
                 bar.update(batch.count)
         finally:

@@ -195,3 +195,29 @@ def test_every_cpu_engine_gives_the_same_labels(tiny_model: dict[str, Path], tmp
     assert _predict(*args, "--out", str(out), "--option", "channels_last=false") == 0
     assert pd.read_csv(out)["label"].tolist() == labels["torch"]
     assert _predict(*args, "--out", str(out), "--option", "bogus=1") == 2
+
+
+def test_tta(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    import numpy as np
+
+    from runtime.engines import create_engine
+    from runtime.pipeline import iter_batches, softmax
+
+    data = tiny_model["data"]
+    base = ["--model", str(tiny_model["artifacts"]), "--data", str(data), "--probs"]
+    outs = {}
+    for mode in ("none", "hflip", "hflip+vflip", "five-crop"):
+        outs[mode] = tmp_path / f"{mode}.csv"
+        assert _predict(*base, "--out", str(outs[mode]), "--tta", mode) == 0
+    plain = tmp_path / "plain.csv"
+    assert _predict(*base, "--out", str(plain)) == 0
+    assert pd.read_csv(outs["none"]).equals(pd.read_csv(plain))
+    classes = ["defect_000", "defect_033", "defect_067", "defect_100"]
+    images = [data / "test" / i for i in pd.read_csv(data / "test.csv")["image_id"]]
+    with create_engine("onnx", tiny_model["artifacts"]) as engine:
+        x = np.concatenate(list(iter_batches(images, engine.meta, 32)))
+        expected = (softmax(engine.run(x)) + softmax(engine.run(np.ascontiguousarray(x[..., ::-1])))) / 2
+    np.testing.assert_allclose(pd.read_csv(outs["hflip"])[classes].to_numpy(), expected, atol=1e-5)
+    five = pd.read_csv(outs["five-crop"])
+    assert len(five) == len(images) and np.allclose(five[classes].sum(axis=1), 1, atol=1e-5)
+    assert _predict(*base, "--out", str(tmp_path / "x.csv"), "--tta", "tencrop") == 2
