@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,10 @@ def build_parser() -> ArgumentParser:
     """Command-line options of ``runtime.predict``."""
     p = ArgumentParser(prog="python -m runtime.predict", description=description(__doc__))
     p.add_argument("--engine", choices=ENGINE_NAMES, default="onnx", help="backend (default: onnx)")
-    p.add_argument("--model", required=True, help="artifact file, or a model folder such as artifacts/<model>")
+    p.add_argument(
+        "--model", action="append", help="artifact file or model folder (artifacts/<model>); repeat for an ensemble"
+    )
+    p.add_argument("--ensemble", help="YAML: members: [{model, engine, precision, weight}] (probabilities averaged)")
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),
@@ -167,32 +171,118 @@ def batch_rows(ids: list[str], batch, logits: np.ndarray | None, class_names: li
     return pd.DataFrame([rows[p] for p in sorted(rows)], columns=columns)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (see the module docstring)."""
-    args = build_parser().parse_args(argv)
-    tta = check_mode(args.tta)
-    loader = five_crop_views if tta == "five-crop" else preprocess_image
-    ids, image_dir = load_inputs(args)
-    shard, n_shards, start, end = parse_shard(args.shard, len(ids))
-    items = resolve_ids(image_dir, ids)
-    out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; --out needs a file name")
-    options = parse_overrides(args.option)
-    with create_engine(args.engine, args.model, device=args.device, threads=args.threads,
-                       precision=args.precision, options=options) as engine:  # fmt: skip
+def ensemble_members(args: Any) -> list[dict[str, Any]]:
+    """Members ``{model, engine, precision, weight}`` from ``--ensemble`` YAML or repeated ``--model``.
+
+    Raises:
+        UserError: no model, a bad member entry or weight.
+    """
+    if args.ensemble:
+        from runtime.config import read_yaml
+
+        spec = read_yaml(args.ensemble)
+        members = spec.get("members")
+        if not isinstance(members, list) or not members:
+            raise UserError(f"{args.ensemble}: expected 'members:' with a list of {{model, engine, precision, weight}}")
+        out = []
+        for i, m in enumerate(members):
+            unknown = set(m) - {"model", "engine", "precision", "weight"} if isinstance(m, dict) else {"?"}
+            if unknown or "model" not in m:
+                raise UserError(
+                    f"{args.ensemble}: member {i + 1} needs 'model' (keys: model, engine, precision, weight)"
+                )
+            weight = m.get("weight", 1.0)
+            if not isinstance(weight, (int, float)) or weight <= 0:
+                raise UserError(f"{args.ensemble}: member {i + 1} weight must be > 0")
+            out.append({"model": str(m["model"]), "engine": m.get("engine", args.engine),
+                        "precision": m.get("precision", args.precision), "weight": float(weight)})  # fmt: skip
+        return out
+    if not args.model:
+        raise UserError("give --model (or --ensemble)")
+    return [{"model": m, "engine": args.engine, "precision": args.precision, "weight": 1.0} for m in args.model]
+
+
+def run_ensemble(
+    members: list[dict[str, Any]], items: list, args: Any, tta: str, loader: Any
+) -> tuple[Any, np.ndarray, list[str], dict[str, Any]]:
+    """Weighted mean probabilities of every member over ``items``: returns (a :class:`Batch` covering every
+    item, log-probabilities (n_ok, K), class names, what ran). Each member decodes with its own preprocessing
+    (input sizes may differ).
+
+    Raises:
+        UserError: members with different class lists (names the difference).
+    """
+    from runtime.pipeline import Batch
+
+    total, class_names, ok, errors = None, None, None, None
+    for m in members:
+        with create_engine(m["engine"], m["model"], device=args.device, threads=args.threads,
+                           precision=m["precision"]) as engine:  # fmt: skip
+            names = engine.meta.class_names
+            if class_names is not None and names != class_names:
+                diff = sorted(set(names) ^ set(class_names)) or ["(same names, other order)"]
+                raise UserError(f"ensemble member {m['model']} has other classes than the first: {diff[:3]}")
+            class_names = names
+            info = {**engine.describe(), "engine": f"ensemble of {len(members)} (first: {engine.name})"}
+            probs = np.zeros((len(items), len(names)))
+            member_ok, member_errors = [], []
+            for batch in stream_batches(items, engine.meta, args.batch_size, args.workers,
+                                        skip_errors=args.on_error == "skip", loader=loader):  # fmt: skip
+                if batch.array is not None:
+                    p = tta_probs(engine, batch.array, tta) if tta != "none" else softmax(engine.run(batch.array))
+                    probs[batch.ok] = p
+                member_ok += batch.ok
+                member_errors += batch.errors
+        total = m["weight"] * probs if total is None else total + m["weight"] * probs
+        ok, errors = member_ok, member_errors
+    mean = total / sum(m["weight"] for m in members)
+    return Batch(0, len(items), ok, None, errors), np.log(np.maximum(mean[ok], 1e-30)), class_names, info
+
+
+def _predict_one(
+    member: dict[str, Any],
+    items: list,
+    ids: list[str],
+    out: Path,
+    args: Any,
+    tta: str,
+    loader: Any,
+    options: dict[str, Any],
+    start: int,
+    end: int,
+) -> tuple[float, int, dict[str, Any]]:
+    """Stream rows[start:end] of one model into the partial file (resuming it if asked); returns (seconds,
+    first row predicted, what ran)."""
+    with create_engine(
+        member["engine"],
+        member["model"],
+        device=args.device,
+        threads=args.threads,
+        precision=member["precision"],
+        options=options,
+    ) as engine:
         meta = engine.meta
         columns = columns_for(meta.class_names, args.topk, args.probs)
         partial = PartialOutput(out, columns)
-        done = partial.open(args.resume)
-        begin = start + done
+        begin = start + partial.open(args.resume)
         t0 = time.perf_counter()
         bar = tqdm(
-            total=end - start, initial=done, desc="predict", unit="img", disable=None if not args.no_progress else True
+            total=end - start,
+            initial=begin - start,
+            desc="predict",
+            unit="img",
+            disable=None if not args.no_progress else True,
         )
         try:
-            for batch in stream_batches(items[begin:end], meta, args.batch_size, args.workers,
-                                        skip_errors=args.on_error == "skip", offset=begin, loader=loader):  # fmt: skip
+            for batch in stream_batches(
+                items[begin:end],
+                meta,
+                args.batch_size,
+                args.workers,
+                skip_errors=args.on_error == "skip",
+                offset=begin,
+                loader=loader,
+            ):
                 logits = None
                 if batch.array is not None:  # with TTA: log of the mean probabilities (softmax gives them back)
                     logits = engine.run(batch.array) if tta == "none" else np.log(tta_probs(engine, batch.array, tta))
@@ -201,8 +291,35 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bar.close()
             partial.close()
-        seconds = time.perf_counter() - t0
-        info = engine.describe()
+        return time.perf_counter() - t0, begin, engine.describe()  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    tta = check_mode(args.tta)
+    loader = five_crop_views if tta == "five-crop" else preprocess_image
+    members = ensemble_members(args)
+    ids, image_dir = load_inputs(args)
+    shard, n_shards, start, end = parse_shard(args.shard, len(ids))
+    items = resolve_ids(image_dir, ids)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --out needs a file name")
+    options = parse_overrides(args.option)
+    if len(members) > 1:
+        if args.resume or args.shard:
+            raise UserError("--resume and --shard work with one model, not an ensemble")
+        t0 = time.perf_counter()
+        batch, logits, class_names, info = run_ensemble(members, items, args, tta, loader)
+        columns = columns_for(class_names, args.topk, args.probs)
+        partial = PartialOutput(out, columns)
+        partial.open(False)
+        partial.append(batch_rows(ids, batch, logits, class_names, columns, args.topk))
+        partial.close()
+        seconds, begin = time.perf_counter() - t0, start
+    else:
+        seconds, begin, info = _predict_one(members[0], items, ids, out, args, tta, loader, options, start, end)
     if args.visualize:
         chunks = [c.loc[c["error"] == "", ["image_id", "label", "confidence"]] for c in read_partial(partial_path(out))]
         write_gallery(args.visualize, pd.concat(chunks, ignore_index=True), image_dir)

@@ -221,3 +221,54 @@ def test_tta(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     five = pd.read_csv(outs["five-crop"])
     assert len(five) == len(images) and np.allclose(five[classes].sum(axis=1), 1, atol=1e-5)
     assert _predict(*base, "--out", str(tmp_path / "x.csv"), "--tta", "tencrop") == 2
+
+
+@pytest.fixture(scope="module")
+def second_model(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another backbone at another input size (test_efficientnet, 48 px), exported to ONNX."""
+    from export.export import main as export_main
+    from train.train import main as train_main
+
+    work = tmp_path_factory.mktemp("second")
+    cfg = work / "second.yaml"
+    text = tiny_model["config"].read_text().replace("test_resnet", "test_efficientnet")
+    cfg.write_text(text.replace("img_size: 64", "img_size: 48").replace(str(tiny_model["work"]), str(work)))
+    assert run_cli(train_main, ["--model", str(cfg)]) == 0
+    args = ["--model", "second", "--data", str(tiny_model["data"]), "--targets", "onnx", "--config",
+            str(ROOT / "configs/export.yaml"), "--set", f"artifacts={work / 'artifacts'}"]  # fmt: skip
+    assert run_cli(export_main, args) == 0
+    return work / "artifacts" / "second"
+
+
+def test_ensembles(tiny_model: dict[str, Path], second_model: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from export.onnx import write_onnx_meta
+    from runtime.engines import create_engine
+
+    data = ["--data", str(tiny_model["data"]), "--probs"]
+    classes = ["defect_000", "defect_033", "defect_067", "defect_100"]
+    a, b = str(tiny_model["artifacts"]), str(second_model)
+    outs = {}
+    for name, models in {"a": [a], "b": [b], "aa": [a, a]}.items():
+        outs[name] = tmp_path / f"{name}.csv"
+        assert _predict(*[x for m in models for x in ("--model", m)], *data, "--out", str(outs[name])) == 0
+    pa, pb = (pd.read_csv(outs[k])[classes].to_numpy() for k in ("a", "b"))
+    same = pd.read_csv(outs["aa"])
+    np.testing.assert_allclose(same[classes].to_numpy(), pa, atol=1e-6)
+    assert same["label"].tolist() == pd.read_csv(outs["a"])["label"].tolist()
+    spec = tmp_path / "ens.yaml"
+    spec.write_text(f"members:\n  - {{model: {a}, weight: 3}}\n  - {{model: {b}, engine: onnx, weight: 1}}\n")
+    assert _predict("--ensemble", str(spec), *data, "--out", str(tmp_path / "ens.csv")) == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "ens.csv")[classes].to_numpy(), (3 * pa + pb) / 4, atol=1e-5)
+    other = tmp_path / "other.onnx"
+    shutil.copy(second_model / "model.onnx", other)
+    with create_engine("onnx", other) as engine:
+        meta = engine.meta
+    meta.class_names = ["cat", "dog", "defect_067", "defect_100"]
+    write_onnx_meta(other, meta)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.predict", "--model", a, "--model", str(other), *data, "--out",
+         str(tmp_path / "x.csv")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert_one_line_error(proc, "other classes", "cat")
