@@ -35,7 +35,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
-        num = r["status"] == "ok"
+        num = r["status"] == "ok" or r["status"].startswith("failed gate")
         lines.append(
             f"| {r['backbone']} | {r['engine']} | {r['precision']} | {r['batch_size']} | "
             + (

@@ -21,7 +21,7 @@ import numpy as np
 
 from runtime.atomic import write_text
 from runtime.engines.base import Engine
-from runtime.errors import ArgumentParser, UserError, description, run_cli
+from runtime.errors import ArgumentParser, UserError, description, one_line, run_cli
 from runtime.pipeline import iter_batches
 
 
@@ -97,11 +97,12 @@ def summary_line(name: str, result: dict[str, Any]) -> str:
     )
 
 
-def update_record(model_dir: Path, results: dict[str, dict[str, Any]]) -> Path:
-    """Merge ``results`` (artifact file -> result) into ``<model_dir>/verify.json``, atomically."""
+def update_record(model_dir: Path, results: dict[str, dict[str, Any]], replace: bool = False) -> Path:
+    """Merge ``results`` (artifact key -> result) into ``<model_dir>/verify.json`` (or, with ``replace``, write
+    only them: every installed artifact was just checked, so entries of removed files go), atomically."""
     path = model_dir / "verify.json"
     record: dict[str, Any] = {}
-    if path.is_file():
+    if path.is_file() and not replace:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
@@ -113,7 +114,7 @@ def update_record(model_dir: Path, results: dict[str, dict[str, Any]]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m export.verify``: re-verify every artifact of a model; exit 2 if any fails its gate."""
-    from export.export import add_common_args, config_from_args, installed_artifacts, verification_set
+    from export.export import add_common_args, config_from_args, installed_artifacts, record_key, verification_set
     from runtime.engines import create_engine
     from runtime.engines.pytorch import TorchEngine
 
@@ -129,20 +130,25 @@ def main(argv: list[str] | None = None) -> int:
         paths, targets = verification_set(cfg, reference.meta.class_names)
         ref_logits = collect_logits(reference, paths, cfg.batch_size)
     results, failed = {}, []
+    gates = Gates(cfg.min_agreement, cfg.min_f1_ratio)
     for rel, engine_name, precision in installed_artifacts(model_dir):
+        key = record_key(rel, engine_name)
         try:
             with create_engine(engine_name, model_dir / rel, threads=cfg.threads) as engine:
                 cand = collect_logits(engine, paths, cfg.batch_size)
-        except UserError as exc:
-            print(f"SKIP {rel}: {exc}", file=sys.stderr)
-            continue
-        results[rel] = judge(ref_logits, cand, targets, precision, Gates(cfg.min_agreement, cfg.min_f1_ratio))
-        print(summary_line(rel, results[rel]), file=sys.stderr)
-        if not results[rel]["passed"]:
-            failed.append(rel)
+            results[key] = judge(ref_logits, cand, targets, precision, gates)
+            print(summary_line(key, results[key]), file=sys.stderr)
+        except UserError as exc:  # a broken or foreign file fails its check
+            results[key] = {"precision": precision, "passed": False, "error": one_line(exc)}
+            print(f"FAIL {key}: {one_line(exc)}", file=sys.stderr)
+        if not results[key]["passed"]:
+            if key == rel:
+                failed.append(key)
+            else:
+                print(f"WARN {key}: fails with {engine_name} (recorded; the bench marks that cell)", file=sys.stderr)
     if not results:
         raise UserError(f"{model_dir}: no exported artifact to verify; run `make export MODEL={args.model}`")
-    update_record(model_dir, results)
+    update_record(model_dir, results, replace=True)
     if failed:
         raise UserError(f"{', '.join(failed)} failed verification (details in {model_dir / 'verify.json'})")
     return 0

@@ -28,7 +28,7 @@ def require_dir(path: str | os.PathLike, what: str = "dataset folder") -> Path:
     return path
 
 
-def read_csv(path: str | os.PathLike, require_label: bool = False) -> pd.DataFrame:
+def read_csv(path: str | os.PathLike, require_label: bool = False, allow_empty_ids: bool = False) -> pd.DataFrame:
     """Read a CSV of image ids (and labels).
 
     Handles a UTF-8 BOM, CRLF line ends, surrounding whitespace and extra columns (kept, ignored here).
@@ -39,7 +39,7 @@ def read_csv(path: str | os.PathLike, require_label: bool = False) -> pd.DataFra
 
     Raises:
         UserError: the file is missing or unreadable, has no ``image_id`` column (or no ``label`` column when
-            ``require_label``), is empty, or has empty ids.
+            ``require_label``), is empty, or has empty ids (unless ``allow_empty_ids``: prediction lists them).
     """
     path = Path(path)
     if not path.is_file():
@@ -59,7 +59,7 @@ def read_csv(path: str | os.PathLike, require_label: bool = False) -> pd.DataFra
     if df.empty:
         raise UserError(f"{path}: no rows")
     empty = df.index[df[ID_COLUMN] == ""]
-    if len(empty):
+    if len(empty) and not allow_empty_ids:
         raise UserError(f"{path}: empty {ID_COLUMN} on data row {int(empty[0]) + 1}")
     if require_label:
         empty = df.index[df[LABEL_COLUMN] == ""]
@@ -89,7 +89,9 @@ def resolve_ids(image_dir: str | os.PathLike, ids: list[str]) -> list[Path | Use
     out: list[Path | UserError] = []
     for image_id in ids:
         full = os.path.normpath(os.path.join(root, image_id))
-        if os.path.isabs(image_id) or not full.startswith(root + os.sep):
+        if not image_id:
+            out.append(UserError("empty image id"))
+        elif os.path.isabs(image_id) or not full.startswith(root + os.sep):
             out.append(UserError(f"image id {image_id!r} points outside {image_dir}"))
         else:
             out.append(image_dir / image_id)

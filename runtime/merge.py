@@ -17,7 +17,7 @@ import pandas as pd
 
 from runtime.atomic import atomic_path
 from runtime.errors import ArgumentParser, UserError, description, run_cli
-from runtime.outputs import errors_path
+from runtime.outputs import FORMATS, errors_path
 
 
 def read_sidecar(path: Path) -> dict:
@@ -41,15 +41,27 @@ def merge(parts: list[Path], out: Path) -> int:
     Raises:
         UserError: a missing, duplicated or overlapping shard, or mixed formats/totals.
     """
+    resolved_out = out.resolve()
+    if any(p.resolve() == resolved_out for p in parts):
+        raise UserError(f"{out}: is one of the shard files; write the merge to another file")
     infos = sorted(((read_sidecar(p), p) for p in parts), key=lambda x: x[0]["shard"])
-    n = infos[0][0]["of"]
-    if [i["shard"] for i, _ in infos] != list(range(1, n + 1)) or any(i["of"] != n for i, _ in infos):
+    counts = {i["of"] for i, _ in infos}
+    if len(counts) != 1:
+        raise UserError(f"shards come from splits into different numbers of parts: {sorted(counts)}")
+    n = counts.pop()
+    if [i["shard"] for i, _ in infos] != list(range(1, n + 1)):
         raise UserError(f"need exactly shards 1..{n} once each, got {[i['shard'] for i, _ in infos]}")
-    if len({(i["total"], i["format"]) for i, _ in infos}) != 1:
-        raise UserError("shards come from different inputs or formats")
+    if len({(i["total"], i["format"], json.dumps(i.get("run"), sort_keys=True)) for i, _ in infos}) != 1:
+        raise UserError("shards come from different inputs, formats, models, engines or precisions")
     if any(a["end"] != b["start"] for (a, _), (b, _) in itertools.pairwise(infos)):
         raise UserError("shard row ranges do not join up")
     fmt = infos[0][0]["format"]
+    if out.suffix.lower().lstrip(".") in FORMATS and out.suffix.lower().lstrip(".") != fmt:
+        raise UserError(f"{out}: the shards are {fmt}; give --out a .{fmt} name")
+    for info, part in infos:
+        rows = _count_rows(part, fmt)
+        if rows != info.get("rows_written", rows):
+            raise UserError(f"{part}: has {rows} rows but its sidecar says {info['rows_written']}; redo that shard")
     rows = 0
     with atomic_path(out, suffix=f".{fmt}") as tmp:
         if fmt == "parquet":
@@ -70,6 +82,13 @@ def merge(parts: list[Path], out: Path) -> int:
         with atomic_path(errors_path(out), suffix=".csv") as tmp:
             pd.concat(errors, ignore_index=True).to_csv(tmp, index=False)
     return rows
+
+
+def _count_rows(path: Path, fmt: str) -> int:
+    if fmt == "parquet":
+        return len(pd.read_parquet(path))
+    lines = path.read_bytes().count(b"\n")
+    return lines - 1 if fmt == "csv" else lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,10 @@ then converted atomically to the requested format, with unreadable inputs listed
 from __future__ import annotations
 
 import html
+import json
 import os
 import shutil
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,12 +47,28 @@ class PartialOutput:
         self.columns = columns
         self._fh = None
 
-    def open(self, resume: bool) -> int:
+    def open(self, resume: bool, signature: dict | None = None) -> int:
         """Start (or, with ``resume``, continue) the partial file; returns the number of rows already done.
 
+        ``signature`` (model, precision, engine, inputs, ...) is stored beside the partial file; a resume with a
+        different one is refused, so rows of two different runs are never mixed.
+
         Raises:
-            UserError: ``resume`` with a partial file written with other options (columns).
+            UserError: ``resume`` with a partial file written by another run (options, model or inputs).
         """
+        sig_path = Path(f"{self.path}.json")
+        if resume and self.path.is_file() and signature is not None:
+            saved = json.loads(sig_path.read_text()) if sig_path.is_file() else None
+            if saved != json.loads(json.dumps(signature)):
+                diff = sorted(
+                    k for k in signature if saved is None or saved.get(k) != json.loads(json.dumps(signature[k]))
+                )
+                raise UserError(
+                    f"{self.path}: written by another run ({', '.join(diff)} differ); rerun without --resume"
+                )
+        if signature is not None and not (resume and self.path.is_file()):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            sig_path.write_text(json.dumps(signature) + "\n")
         if resume and self.path.is_file():
             data = self.path.read_bytes()
             cut = data.rfind(b"\n") + 1  # drop a line cut by the kill
@@ -78,6 +96,12 @@ class PartialOutput:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def discard(self) -> None:
+        """Remove the partial file and its signature."""
+        self.close()
+        for path in (self.path, Path(f"{self.path}.json")):
+            path.unlink(missing_ok=True)
 
 
 def read_partial(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -162,6 +186,7 @@ def finalize(out: str | os.PathLike, fmt: str) -> tuple[int, int]:
     if n_err == 0 and errors_path(out).exists():
         errors_path(out).unlink()  # a stale list from an earlier run would mislead
     src.unlink()
+    Path(f"{src}.json").unlink(missing_ok=True)
     return n_ok, n_err
 
 
@@ -179,10 +204,14 @@ def write_gallery(folder: str | os.PathLike, rows: pd.DataFrame, image_dir: Path
         for label, group in rows.sort_values(["label", "confidence"], ascending=[True, False]).groupby("label"):
             (tmp / label).mkdir()
             figures = []
-            for image_id, conf in zip(group["image_id"], group["confidence"], strict=True):
-                name = image_id.replace("/", "__").replace("\\", "__")
+            used: set[str] = set()
+            for n, (image_id, conf) in enumerate(zip(group["image_id"], group["confidence"], strict=True)):
+                name = Path(image_id).name
+                if name in used:  # the same file name in two sub-folders: keep both
+                    name = f"{n}_{name}"
+                used.add(name)
                 shutil.copyfile(image_dir / image_id, tmp / label / name)
-                src = html.escape(f"{label}/{name}", quote=True)
+                src = html.escape(urllib.parse.quote(f"{label}/{name}"), quote=True)
                 figures.append(
                     f'<figure><img src="{src}" loading="lazy" alt=""><figcaption>{html.escape(image_id)}'
                     f"<br>{conf:.1%}</figcaption></figure>"

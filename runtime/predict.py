@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -99,7 +101,7 @@ def load_inputs(args: object) -> tuple[list[str], Path]:
         return ids, folder
     base = require_dir(data) if data is not None else Path(".")
     csv_path = base / (csv or "test.csv")
-    ids = read_csv(csv_path)["image_id"].tolist()
+    ids = read_csv(csv_path, allow_empty_ids=True)["image_id"].tolist()
     if images is not None:
         folder = Path(images)
     elif data is not None:
@@ -264,7 +266,13 @@ def _predict_one(
         meta = engine.meta
         columns = columns_for(meta.class_names, args.topk, args.probs)
         partial = PartialOutput(out, columns)
-        begin = start + partial.open(args.resume)
+        signature = {"artifact": str(Path(engine.artifact).resolve()), "checkpoint": meta.checkpoint_sha256,
+                     "precision": meta.export.get("precision", "fp32"), "engine": engine.name, "tta": tta,
+                     "inputs": hashlib.sha256("\n".join(ids).encode()).hexdigest(), "rows": [start, end]}  # fmt: skip
+        begin = start + partial.open(args.resume, signature)
+        if meta.export.get("verification", {}).get("passed") is False:
+            print(f"warning: {engine.artifact} failed its verification gate (exported with --allow-degraded)",
+                  file=sys.stderr)  # fmt: skip
         t0 = time.perf_counter()
         bar = tqdm(
             total=end - start,
@@ -288,10 +296,14 @@ def _predict_one(
                     logits = engine.run(batch.array) if tta == "none" else np.log(tta_probs(engine, batch.array, tta))
                 partial.append(batch_rows(ids, batch, logits, meta.class_names, columns, args.topk))
                 bar.update(batch.count)
+        except UserError:
+            partial.close()
+            partial.discard()  # a clean failure (--on-error fail) leaves no partial file behind
+            raise
         finally:
             bar.close()
             partial.close()
-        return time.perf_counter() - t0, begin, engine.describe()  # fmt: skip
+        return time.perf_counter() - t0, begin, {**engine.describe(), "signature": signature}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out needs a file name")
+    inputs = [Path(args.data or ".") / (args.csv or "test.csv")] if (args.data or args.csv) else []
+    if any(p.exists() and out.exists() and os.path.samefile(p, out) for p in inputs):
+        raise UserError(f"{out}: is the input CSV; write predictions to another file")
     options = parse_overrides(args.option)
     if len(members) > 1:
         if args.resume or args.shard:
@@ -325,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         write_gallery(args.visualize, pd.concat(chunks, ignore_index=True), image_dir)
     n_ok, n_err = finalize(out, args.format)
     if n_shards > 1:
-        sidecar = {"shard": shard, "of": n_shards, "start": start, "end": end, "total": len(ids), "format": args.format}
+        sig = {k: v for k, v in info.get("signature", {}).items() if k != "rows"}
+        sidecar = {"shard": shard, "of": n_shards, "start": start, "end": end, "total": len(ids), "format": args.format,
+                   "rows_written": n_ok, "rows_skipped": n_err, "run": sig}  # fmt: skip
         write_text(f"{out}.shard.json", json.dumps(sidecar) + "\n")
     rate = (end - begin) / seconds if seconds > 0 else float("nan")
     skipped = f", {n_err} skipped (listed in {errors_path(out)})" if n_err else ""

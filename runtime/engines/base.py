@@ -40,6 +40,12 @@ class Engine(abc.ABC):
         if unknown:
             known = ", ".join(self.default_options) or "none"
             raise UserError(f"engine {self.name!r}: unknown option {unknown[0]!r} (known: {known})")
+        for key, value in options.items():
+            default = self.default_options[key]
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise UserError(f"engine {self.name!r}: option {key!r} must be true or false, got {value!r}")
+            if isinstance(default, dict) and not isinstance(value, dict):
+                raise UserError(f"engine {self.name!r}: option {key!r} must be a mapping, got {value!r}")
         self.artifact = Path(artifact)
         self.device = device
         self.threads = threads
