@@ -188,3 +188,32 @@ def test_tensorrt_engine_builds_runs_and_verifies(tiny_model: dict[str, Path], t
         with create_engine("onnx", tiny_model["artifacts"]) as o:
             x = np.random.default_rng(2).standard_normal((3, 3, 64, 64)).astype(np.float32)
             assert (trt_engine.run(x).argmax(1) == o.run(x).argmax(1)).all()
+
+
+def test_verify_fails_a_truncated_artifact_and_records_engines_apart(
+    tiny_model: dict[str, Path], tmp_path: Path
+) -> None:
+    import json
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(tiny_model["artifacts"], artifacts / "tiny")
+    fp16 = artifacts / "tiny" / "model.fp16.onnx"
+    fp16.write_bytes(fp16.read_bytes()[:1000])
+    sets = ["--set", f"artifacts={artifacts}"]
+    proc = run_module("export.verify", "--model", "tiny", "--data", str(tiny_model["data"]), *sets)
+    assert_one_line_error(proc, "model.fp16.onnx", "failed verification")
+    record = json.loads((artifacts / "tiny" / "verify.json").read_text())
+    assert record["model.fp16.onnx"]["passed"] is False and "cannot load" in record["model.fp16.onnx"]["error"]
+    assert "model.int8.onnx" in record and "model.int8.onnx (openvino)" in record
+
+
+def test_bench_gate_marks_degraded_cells() -> None:
+    from bench.run import apply_gate
+
+    cells = [
+        {"precision": "fp32", "status": "ok", "f1_micro": 0.80},
+        {"precision": "int8", "status": "ok", "f1_micro": 0.795},
+        {"precision": "int8", "status": "ok", "f1_micro": 0.70},
+    ]
+    out = apply_gate(cells, 0.99)
+    assert [c["status"].split(":")[0] for c in out] == ["ok", "ok", "failed gate"]

@@ -272,3 +272,46 @@ def test_ensembles(tiny_model: dict[str, Path], second_model: Path, tmp_path: Pa
          str(tmp_path / "x.csv")], cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert_one_line_error(proc, "other classes", "cat")
+
+
+def test_resume_and_merge_refuse_mismatched_runs(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    from runtime.merge import main as merge_main
+
+    base = ["--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"])]
+    out = tmp_path / "sub.csv"
+    partial = Path(f"{out}.partial.csv")
+    assert _predict(*base, "--out", str(out)) == 0
+    # an interrupted fp32 run, resumed with another precision: refused
+    partial.write_text("image_id,label,confidence,error\n")
+    Path(f"{partial}.json").write_text('{"precision": "fp32"}\n')
+    assert _predict(*base, "--out", str(out), "--resume", "--precision", "int8") == 2
+    partial.unlink()
+    Path(f"{partial}.json").unlink()
+    parts = []
+    for i, precision in ((1, "fp32"), (2, "int8")):
+        parts.append(tmp_path / f"p{i}.csv")
+        assert _predict(*base, "--out", str(parts[-1]), "--shard", f"{i}/2", "--precision", precision) == 0
+    assert run_cli(merge_main, [*map(str, parts), "--out", str(tmp_path / "m.csv")]) == 2  # mixed precisions
+    assert _predict(*base, "--out", str(parts[1]), "--shard", "2/2") == 0
+    lines = parts[1].read_text().splitlines(keepends=True)
+    parts[1].write_text("".join(lines[:-1]))  # a row lost
+    assert run_cli(merge_main, [*map(str, parts), "--out", str(tmp_path / "m.csv")]) == 2
+    assert run_cli(merge_main, [*map(str, parts), "--out", str(parts[0])]) == 2  # would overwrite a shard
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_predict_never_overwrites_its_input_and_fail_mode_leaves_no_partial(
+    tiny_model: dict[str, Path], elpv_small: Path, tmp_path: Path
+) -> None:
+    data = Path(shutil.copytree(elpv_small, tmp_path / "data"))
+    before = (data / "test.csv").read_bytes()
+    assert _predict("--model", str(tiny_model["artifacts"]), "--data", str(data), "--out", str(data / "test.csv")) == 2
+    assert (data / "test.csv").read_bytes() == before
+    bad = _make_bad("zero-byte", data, tmp_path)
+    pd.DataFrame({"image_id": ["", bad]}).to_csv(data / "test.csv", index=False)
+    out = tmp_path / "o.csv"
+    args = ["--model", str(tiny_model["artifacts"]), "--data", str(data), "--out", str(out)]
+    assert _predict(*args) == 3  # an empty id is listed, not fatal
+    assert "empty image id" in Path(f"{out}.errors.csv").read_text()
+    assert _predict(*args, "--on-error", "fail") == 2
+    assert not Path(f"{out}.partial.csv").exists()
