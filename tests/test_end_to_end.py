@@ -109,7 +109,10 @@ def test_bench_scores_every_engine(tiny_model: dict[str, Path], tmp_path: Path) 
         ("openvino", "fp32"),
         ("openvino", "int8"),
     ]
-    assert (table["status"] == "ok").all() and (table["backbone"] == "tiny").all()
+    assert (table["backbone"] == "tiny").all()
+    fp32_ok = table.loc[table["precision"] == "fp32", "status"] == "ok"
+    reduced = table.loc[table["precision"] != "fp32", "status"]  # ok, or marked by the 99%-of-FP32 gate
+    assert fp32_ok.all() and reduced.str.match(r"^(ok|failed gate: micro-F1 )").all()
     assert table["f1_micro"].between(0, 1).all() and table["f1_macro"].between(0, 1).all()
     fp32 = table[table["precision"] == "fp32"]
     assert fp32["f1_micro"].nunique() == 1 and fp32["f1_macro"].nunique() == 1  # same labels from every FP32 engine
