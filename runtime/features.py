@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from runtime.atomic import atomic_path
+from runtime.atomic import atomic_path, check_replaceable
 from runtime.dataset import read_csv, resolve_ids
 from runtime.engines import ENGINE_NAMES, create_engine
-from runtime.errors import ArgumentParser, description, positive_int, run_cli
+from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
 from runtime.pipeline import stream_batches
 from runtime.predict import EXIT_SKIPPED, load_inputs
 
@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.resolve() == Path.cwd().resolve() or out.name in ("", ".", ".."):
+        raise UserError(f"{args.out}: give a folder of its own for the features")
+    check_replaceable(out)  # before minutes of work, not after
     ids, image_dir = load_inputs(args)
     labels = [""] * len(ids)
     if args.csv or args.data:
@@ -62,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
                 rows.extend(batch.ok)
             errors.extend(batch.errors)
             bar.update(batch.count)
-    out = Path(args.out)
     dim = chunks[0].shape[1] if chunks else 0
     features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, dim), np.float32)
     with atomic_path(out) as tmp:

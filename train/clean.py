@@ -25,7 +25,7 @@ import pandas as pd
 from runtime.atomic import atomic_path, write_text
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import read_csv, require_dir
-from runtime.errors import ArgumentParser, UserError, description, run_cli
+from runtime.errors import ArgumentParser, UserError, description, run_cli, short_reason
 from runtime.preprocess import open_rgb
 from train.outliers import METHODS, run_method
 
@@ -57,8 +57,11 @@ class CleanConfig:
             raise UserError(f"{source}: key 'remove_by' names methods that are not in 'methods'")
         if not 0 <= self.flag_fraction < 1:
             raise UserError(f"{source}: key 'flag_fraction' must be in [0, 1)")
-        if self.knn_k < 1 or self.folds < 2:
-            raise UserError(f"{source}: keys 'knn_k' >= 1 and 'folds' >= 2 required")
+        if self.knn_k < 1 or self.folds < 2 or self.seed < 0:
+            raise UserError(f"{source}: keys 'knn_k' >= 1, 'folds' >= 2 and 'seed' >= 0 required")
+        out, copy = Path(self.out).resolve(), Path(self.copy_flagged).resolve() if self.copy_flagged else None
+        if copy is not None and (copy == out or copy == Path(self.images).resolve() or copy in out.parents):
+            raise UserError(f"{source}: key 'copy_flagged' must be a folder of its own, not out or images")
 
 
 def load_features(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
@@ -71,10 +74,21 @@ def load_features(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     path = folder / "features.npy"
     if not path.is_file():
         raise UserError(f"{path}: not found; run `python -m runtime.features ... --out {folder}` first")
-    features = np.load(path)
+    try:
+        features = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{path}: not a numeric .npy array ({short_reason(exc)})") from None
     index = read_csv(folder / "index.csv", require_label=True)
-    if features.ndim != 2 or len(features) != len(index):
+    if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
+        raise UserError(f"{path}: expected a 2-D numeric array (N images x D), got shape {features.shape}")
+    if len(features) != len(index):
         raise UserError(f"{folder}: features.npy has {len(features)} rows but index.csv {len(index)}: not aligned")
+    if not np.isfinite(features).all():
+        raise UserError(f"{path}: contains NaN or infinite values; recompute the features")
+    if index["image_id"].duplicated().any():
+        raise UserError(
+            f"{folder / 'index.csv'}: duplicate image_id {index['image_id'][index['image_id'].duplicated()].iloc[0]!r}"
+        )
     return features.astype(np.float32), index
 
 
@@ -84,20 +98,28 @@ def read_pred_probs(path: str | Path, index: pd.DataFrame, class_names: list[str
     Raises:
         UserError: a class column or an image is missing.
     """
-    df = read_csv(path).set_index("image_id")
+    df = read_csv(path)
+    if df["image_id"].duplicated().any():
+        raise UserError(f"{path}: duplicate image_id {df['image_id'][df['image_id'].duplicated()].iloc[0]!r}")
+    df = df.set_index("image_id")
     missing = [c for c in class_names if c not in df.columns]
     if missing:
         raise UserError(f"{path}: no probability column for class {missing[0]!r}")
     absent = [i for i in index["image_id"] if i not in df.index]
     if absent:
         raise UserError(f"{path}: no probabilities for image {absent[0]!r}")
-    return df.loc[index["image_id"], class_names].to_numpy(dtype=np.float64)
+    probs = pd.DataFrame(df.loc[index["image_id"], class_names]).apply(pd.to_numeric, errors="coerce").to_numpy()
+    if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
+        raise UserError(f"{path}: probabilities must be numbers in [0, 1] for every image and class")
+    return probs
 
 
 def score_all(features: np.ndarray, index: pd.DataFrame, cfg: CleanConfig) -> pd.DataFrame:
     """``scores.csv`` rows: image_id, label, ``<method>_score`` and ``<method>_flag`` per method, and
     ``suggested_label`` when label issues ran."""
     class_names = sorted(set(index["label"]))
+    if "label_issues" in cfg.methods and len(class_names) < 2:
+        raise UserError(f"{cfg.features}: label_issues needs at least 2 classes in index.csv")
     labels = index["label"].map({c: i for i, c in enumerate(class_names)}).to_numpy()
     probs = read_pred_probs(cfg.pred_probs, index, class_names) if cfg.pred_probs else None
     out = index[["image_id", "label"]].copy()
@@ -150,6 +172,13 @@ def clean(cfg: CleanConfig) -> pd.DataFrame:
     features, index = load_features(cfg.features)
     images = require_dir(cfg.images, "image folder")
     source = read_csv(cfg.csv)
+    foreign = ~index["image_id"].isin(source["image_id"])
+    if foreign.any():
+        raise UserError(
+            f"{cfg.features}: image {index['image_id'][foreign].iloc[0]!r} is not in {cfg.csv}: "
+            "the features were computed for another CSV"
+        )
+    unscored = int((~source["image_id"].isin(index["image_id"])).sum())
     scores = score_all(features, index, cfg)
     out = Path(cfg.out)
     remove = set(scores.loc[scores[[f"{m}_flag" for m in cfg.remove_by]].any(axis=1), "image_id"])
@@ -163,13 +192,22 @@ def clean(cfg: CleanConfig) -> pd.DataFrame:
     if cfg.copy_flagged:
         with atomic_path(cfg.copy_flagged) as tmp:
             tmp.mkdir(parents=True)
-            for _, row in scores[scores["image_id"].isin(remove)].iterrows():
+            for n, (_, row) in enumerate(scores[scores["image_id"].isin(remove)].iterrows()):
                 src = images / row["image_id"]
                 if src.is_file():  # an image deleted since the features were computed is simply not copied
                     (tmp / row["label"]).mkdir(exist_ok=True)
-                    shutil.copyfile(src, tmp / row["label"] / Path(row["image_id"]).name)
+                    name = Path(row["image_id"]).name
+                    dst = tmp / row["label"] / name
+                    if dst.exists():  # the same file name in two sub-folders: keep both
+                        dst = dst.with_name(f"{n}_{name}")
+                    shutil.copyfile(src, dst)
     counts = ", ".join(f"{m} {int(scores[f'{m}_flag'].sum())}" for m in cfg.methods)
-    print(f"{out}: {len(scores)} images scored; flagged: {counts}; {len(remove)} removed from the cleaned CSV",
+    share = scores.assign(removed=scores["image_id"].isin(remove)).groupby("label")["removed"].mean()
+    for label, fraction in share[share > 0.2].items():
+        print(f"warning: {fraction:.0%} of class {label!r} would be removed; review gallery.html before training "
+              "on the cleaned CSV (a weak model flags hard classes)", file=sys.stderr)  # fmt: skip
+    kept = f"; {unscored} rows of {cfg.csv} had no features and were kept" if unscored else ""
+    print(f"{out}: {len(scores)} images scored; flagged: {counts}; {len(remove)} removed from the cleaned CSV{kept}",
           file=sys.stderr)  # fmt: skip
     return scores
 

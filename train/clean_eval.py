@@ -24,7 +24,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from runtime.atomic import atomic_path, write_text
 from runtime.dataset import read_csv, require_dir, resolve_ids
 from runtime.engines import create_engine
-from runtime.errors import ArgumentParser, description, positive_int
+from runtime.errors import ArgumentParser, UserError, description, positive_int
 from runtime.pipeline import stream_batches
 from train.outliers import METHODS, run_method
 
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--knn-k", type=positive_int, default=10)
     p.add_argument("--flag-fraction", type=float, default=0.02)
     args = p.parse_args(argv)
+    if not (0 < args.flip < 1 and 0 < args.foreign < 1 and 0 <= args.flag_fraction < 1 and args.seed >= 0):
+        raise UserError("--flip and --foreign must be in (0, 1), --flag-fraction in [0, 1), --seed >= 0")
     data = require_dir(args.data)
     train = read_csv(data / "train.csv", require_label=True)
     rng = np.random.default_rng(args.seed)

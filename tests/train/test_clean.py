@@ -107,3 +107,22 @@ def test_evaluate_harness_is_seeded_and_complete(tiny_model: dict[str, Path], tm
     assert len(a) == len(METHODS) * 3 and set(a["kind"]) == {"mislabeled", "scattered_foreign", "clustered_foreign"}
     assert a[["auroc", "average_precision"]].stack().between(0, 1).all()
     assert "| isolation_forest | clustered_foreign |" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_user_folders_are_never_wiped(tiny_model: dict[str, Path], real_features: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "my_photos"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    args = ["--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"]), "--out", str(mine)]
+    assert run_cli(features_main, args) == 2
+    cfg = CleanConfig(features=str(real_features / "f"), csv=str(real_features / "train_planted.csv"),
+                      images=str(tiny_model["data"] / "train"), out=str(tmp_path / "out"), copy_flagged=str(mine),
+                      methods=["isolation_forest"], remove_by=["isolation_forest"])  # fmt: skip
+    with pytest.raises(UserError, match="not written by this tool"):
+        clean(cfg)
+    assert (mine / "keep.txt").read_text() == "precious"
+    with pytest.raises(UserError, match="copy_flagged"):
+        CleanConfig(out="x", copy_flagged="x").validate("clean.yaml")
+    again = tmp_path / "features_again"
+    assert run_cli(features_main, [*args[:-1], str(again)]) == 0
+    assert run_cli(features_main, [*args[:-1], str(again)]) == 0  # its own output folder is replaced
