@@ -17,6 +17,7 @@ A target that fails its gate is not installed (unless ``allow_degraded``), the f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import sys
 import tempfile
@@ -204,6 +205,13 @@ class Exporter:
         if self.results:
             update_record(self.model_dir, self.results)
 
+    @functools.cached_property
+    def calibration_paths(self) -> list[Path]:
+        """The first ``calibration_images`` images of ``calibration_csv`` (read once, shared by every target)."""
+        return labelled_images(self.cfg, self.cfg.calibration_csv, self.cfg.calibration_images, self.meta.class_names)[
+            0
+        ]
+
     def _copy_fp32(self, fp32: Path) -> Callable[[Path], ModelMeta]:
         def build(out: Path) -> ModelMeta:
             shutil.copyfile(fp32, out)
@@ -213,13 +221,10 @@ class Exporter:
 
     def _int8(self, fp32: Path, symmetric: bool = False) -> Callable[[Path], ModelMeta]:
         def build(out: Path) -> ModelMeta:
-            calib, _ = labelled_images(
-                self.cfg, self.cfg.calibration_csv, self.cfg.calibration_images, self.meta.class_names
-            )
             settings = quantize_int8(
                 fp32,
                 out,
-                calib,
+                self.calibration_paths,
                 self.meta,
                 method=self.cfg.int8_method,
                 activation_type="int8" if symmetric else self.cfg.int8_activation_type,
@@ -262,17 +267,15 @@ class Exporter:
         require_tensorrt()
         precision = self.cfg.trt_precision
         sources = {"fp32": fp32, "fp16": work / "trt.fp16.onnx", "int8-qdq": work / "trt.int8.onnx"}
-        self._fp16(fp32)(sources["fp16"])
+        if precision == "fp16":
+            self._fp16(fp32)(sources["fp16"])
         if precision == "int8":
             self._int8(fp32, symmetric=True)(sources["int8-qdq"])
-        calib, _ = labelled_images(
-            self.cfg, self.cfg.calibration_csv, self.cfg.calibration_images, self.meta.class_names
-        )
         rel = ARTIFACT_FILES[("trt", precision)]
         tmp = work / Path(rel).name
         build_engine(
             sources, tmp, self._meta(), precision, self.cfg.trt_batch, self.cfg.trt_workspace_mib,
-            self.cfg.trt_timing_cache, calib,
+            self.cfg.trt_timing_cache, self.calibration_paths,
         )  # fmt: skip
         result = self._verify(rel, "trt", tmp, precision)
         if result is not None:

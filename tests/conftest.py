@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: every engine x precision that runs on the CPU, in the order the bench and the micro-benchmarks use
+CPU_CELLS = [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("onnx", "fp16"), ("openvino", "fp32"),
+             ("openvino", "int8")]  # fmt: skip
+
 
 @pytest.fixture(scope="session")
 def elpv_small(tmp_path_factory: pytest.TempPathFactory) -> Path:

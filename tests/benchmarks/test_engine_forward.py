@@ -10,21 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CPU_CELLS
 
 from runtime.engines import create_engine
 from runtime.pipeline import iter_batches
 
-CELLS = [
-    ("torch", "fp32"),
-    ("onnx", "fp32"),
-    ("onnx", "int8"),
-    ("onnx", "fp16"),
-    ("openvino", "fp32"),
-    ("openvino", "int8"),
-]
 
-
-@pytest.mark.parametrize(("engine_name", "precision"), CELLS, ids=[f"{e}-{p}" for e, p in CELLS])
+@pytest.mark.parametrize(("engine_name", "precision"), CPU_CELLS, ids=[f"{e}-{p}" for e, p in CPU_CELLS])
 def test_forward(benchmark, tiny_model: dict[str, Path], engine_name: str, precision: str) -> None:
     images = sorted((tiny_model["data"] / "test").iterdir())[:8]
     with create_engine(engine_name, tiny_model["artifacts"], precision=precision) as engine:
