@@ -11,6 +11,9 @@ CSV    ?= test.csv
 OUT    ?= submission.csv
 NPROC  ?= 1
 RESUME ?=
+FOLDS  ?=
+BASELINE ?=
+TOLERANCE ?= 5%
 TARGETS ?=
 PRECISION ?=
 ARGS   ?=
@@ -36,11 +39,15 @@ data: $(STAMP)  ## write the embedded ELPV dataset to data/elpv in the contest l
 split: $(STAMP)  ## seeded stratified train_/valid_ split + class map (configs/split.yaml)
 	$(PY) -m train.split --set dataset=$(DATA) $(ARGS)
 
-train: $(STAMP)  ## train MODEL (configs/models/$(MODEL).yaml) on DATA [NPROC=n: torchrun DDP] [RESUME=1]
+train: $(STAMP)  ## train MODEL (configs/models/$(MODEL).yaml) on DATA [NPROC=n: torchrun DDP] [RESUME=1] [FOLDS=k]
+ifeq ($(FOLDS),)
 	$(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC),$(PY)) -m train --model $(MODEL) --data $(DATA) $(if $(RESUME),--resume) $(ARGS)
+else
+	$(PY) -m train --model $(MODEL) --data $(DATA) --folds $(FOLDS) --nproc $(NPROC) $(if $(RESUME),--resume) $(ARGS)
+endif
 
-export: $(STAMP)  ## export artifacts/$(MODEL)/best.pt to verified ONNX/INT8/FP16/OpenVINO (TARGETS=..., PRECISION=... for trt)
-	$(PY) -m export --model $(MODEL) --data $(DATA) $(if $(TARGETS),--targets $(TARGETS)) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
+export: $(STAMP)  ## export artifacts/$(MODEL)/best.pt to verified ONNX/INT8/FP16/OpenVINO (TARGETS=..., PRECISION=... for trt, FOLDS=k: every fold)
+	$(PY) -m export --model $(MODEL) --data $(DATA) $(if $(FOLDS),--folds) $(if $(TARGETS),--targets $(TARGETS)) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
 
 verify: $(STAMP)  ## re-verify every exported artifact of MODEL against its checkpoint
 	$(PY) -m export.verify --model $(MODEL) --data $(DATA) $(ARGS)
@@ -54,8 +61,8 @@ features: $(STAMP)  ## pre-logit features of DATA/train.csv with ENGINE -> featu
 clean: $(STAMP)  ## outliers + label issues from features/$(MODEL) -> reports/clean/ (configs/clean.yaml)
 	$(PY) -m train.clean --set features=features/$(MODEL) --set csv=$(DATA)/train.csv --set images=$(DATA)/train $(ARGS)
 
-bench: $(STAMP)  ## F1 x img/s of every trained backbone x engine -> reports/bench.md
-	$(PY) -m bench --set data=$(DATA) $(ARGS)
+bench: $(STAMP)  ## F1 x throughput x latency of every trained backbone x engine -> reports/<run>/ [BASELINE=results.json]
+	$(PY) -m bench --set data=$(DATA) $(if $(BASELINE),--baseline $(BASELINE) --fail-on-regression $(TOLERANCE)) $(ARGS)
 
 demo: $(STAMP)  ## data -> split -> train -> export -> predict -> bench on ELPV with the CPU demo backbone
 	@start=$$(date +%s); \
@@ -70,8 +77,8 @@ demo: $(STAMP)  ## data -> split -> train -> export -> predict -> bench on ELPV 
 	echo "  checkpoint   artifacts/$(MODEL)/best.pt" && \
 	echo "  ONNX         artifacts/$(MODEL)/model.onnx (verification: artifacts/$(MODEL)/verify.json)" && \
 	echo "  submission   $(OUT)" && \
-	echo "  bench        reports/bench.md, reports/bench.csv" && \
-	echo "  TensorBoard  runs/$(MODEL)/ (make tensorboard)" && echo && cat reports/bench.md
+	echo "  bench        reports/latest/report.html (and report.md, results.csv, results.json, plots)" && \
+	echo "  TensorBoard  runs/$(MODEL)/ (make tensorboard)"
 
 microbench: $(STAMP)  ## pytest-benchmark timings of each CPU engine's forward pass (tiny model)
 	$(PY) -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=median,iqr,ops $(ARGS)

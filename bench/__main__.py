@@ -2,4 +2,5 @@
 
 from runtime.errors import run_module_main
 
-run_module_main("bench.run", "train,cpu,bench")
+if __name__ == "__main__":  # the guard matters: bench cells run in spawned processes that re-import this module
+    run_module_main("bench.run", "train,cpu,bench")

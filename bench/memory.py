@@ -58,9 +58,24 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             csv = Path(tmp) / f"ids_{n}.csv"
             pd.DataFrame({"image_id": (ids * (n // len(ids) + 1))[:n]}).to_csv(csv, index=False)
-            cmd = [sys.executable, "-m", "runtime.predict", "--engine", args.engine, "--model", args.model,
-                   "--csv", str(csv), "--images", str(data / "test"), "--out", str(Path(tmp) / "out.csv"),
-                   "--batch-size", str(args.batch_size), "--no-progress"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "runtime.predict",
+                "--engine",
+                args.engine,
+                "--model",
+                args.model,
+                "--csv",
+                str(csv),
+                "--images",
+                str(data / "test"),
+                "--out",
+                str(Path(tmp) / "out.csv"),
+                "--batch-size",
+                str(args.batch_size),
+                "--no-progress",
+            ]
             rss, seconds = peak_rss_mib(cmd)
             rows.append((n, rss, n / seconds))
             print(f"{n:>8} images: peak RSS {rss:8.1f} MiB, {n / seconds:7.1f} img/s (incl. start-up)", file=sys.stderr)

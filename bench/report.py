@@ -1,58 +1,228 @@
-"""Bench report files: ``bench.csv`` (one row per cell) and ``bench.md`` (a table), written atomically."""
+"""Bench report folder: results.csv, results.json, report.md, a self-contained report.html and the plots.
+
+The folder is written under a temporary name and renamed when complete, so a report is never half-written;
+``<out>/latest`` then points at it.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import json
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from runtime.atomic import atomic_path, write_text
+from bench.plots import best_cell_png, latency_png, pareto_png, per_class
+from runtime.atomic import atomic_path
 
+#: report columns, in order (results.csv and results.json rows)
 COLUMNS = [
     "backbone",
+    "cell",
     "engine",
     "precision",
+    "tta",
     "batch_size",
+    "status",
     "f1_micro",
     "f1_macro",
-    "img_per_s",
+    "reference",
+    "agreement",
+    "delta_f1",
+    "f1_ratio",
     "img_per_s_engine",
-    "images",
+    "img_per_s_engine_min",
+    "img_per_s_engine_max",
+    "cv",
+    "speedup",
+    "img_per_s",
+    "img_per_s_min",
+    "img_per_s_max",
+    "e2e_ratio",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "lat1_p50_ms",
+    "lat1_p90_ms",
+    "lat1_p99_ms",
+    "peak_rss_mib",
+    "gpu_mem_mib",
+    "artifact_mib",
+    "params_m",
+    "gmacs",
+    "gflops",
+    "peak_fraction",
     "provider",
     "device",
     "threads",
-    "status",
+    "images",
+    "runs",
+    "notes",
 ]
 
 
+def _num(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """GitHub-flavoured markdown table of the main columns; failed cells show their reason."""
+    """GitHub-flavoured markdown table of the main columns; cells that did not run show their reason."""
     head = (
-        "| backbone | engine | precision | batch | micro-F1 | macro-F1 | img/s (end-to-end) | img/s (engine only) "
-        "| status |"
+        "| backbone | cell | batch | micro-F1 | macro-F1 | agree | img/s engine (min-max) | x torch | "
+        "img/s e2e | e2e/engine | p50/p99 ms | p50/p99 ms b1 | RSS MiB | GFLOP/s (% peak) | status |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
-        num = r["status"] == "ok" or r["status"].startswith("failed gate")
-        lines.append(
-            f"| {r['backbone']} | {r['engine']} | {r['precision']} | {r['batch_size']} | "
-            + (
-                f"{r['f1_micro']:.4f} | {r['f1_macro']:.4f} | {r['img_per_s']:.1f} | {r['img_per_s_engine']:.1f} | "
-                if num
-                else "- | - | - | - | "
+        engine = (
+            (
+                f"{_num(r, 'img_per_s_engine', '.1f')} ({_num(r, 'img_per_s_engine_min', '.0f')}-"
+                f"{_num(r, 'img_per_s_engine_max', '.0f')})"
             )
-            + f"{r['status']} |"
+            if "img_per_s_engine" in r
+            else "-"
+        )
+        flops = f"{_num(r, 'gflops', '.1f')} ({_num(r, 'peak_fraction', '.0%')})" if r.get("gflops") else "-"
+        status = r["status"] + (f" ({r['notes']})" if r.get("notes") else "")
+        lines.append(
+            f"| {r['backbone']} | {r['cell']} | {r['batch_size']} | {_num(r, 'f1_micro', '.4f')} | "
+            f"{_num(r, 'f1_macro', '.4f')} | {_num(r, 'agreement', '.2%')} | {engine} | {_num(r, 'speedup', '.2f')} | "
+            f"{_num(r, 'img_per_s', '.1f')} | {_num(r, 'e2e_ratio', '.2f')} | {_num(r, 'p50_ms', '.1f')}/"
+            f"{_num(r, 'p99_ms', '.1f')} | {_num(r, 'lat1_p50_ms', '.2f')}/{_num(r, 'lat1_p99_ms', '.2f')} | "
+            f"{_num(r, 'peak_rss_mib', '.0f')} | {flops} | {status} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def write_reports(rows: Sequence[dict[str, Any]], out_dir: str | Path, header: str) -> tuple[Path, Path]:
-    """Write ``bench.csv`` and ``bench.md`` into ``out_dir``; returns their paths."""
-    out_dir = Path(out_dir)
-    csv_path, md_path = out_dir / "bench.csv", out_dir / "bench.md"
-    with atomic_path(csv_path, suffix=".csv") as tmp:
-        pd.DataFrame(list(rows), columns=COLUMNS).to_csv(tmp, index=False)
-    write_text(md_path, f"{header}\n\n{markdown_table(rows)}")
-    return csv_path, md_path
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def public_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows restricted to :data:`COLUMNS` (missing ones as ``None``), JSON-safe."""
+    return [{c: _clean(r.get(c)) for c in COLUMNS} for r in rows]
+
+
+def environment_lines(results: dict[str, Any]) -> list[str]:
+    """``key: value`` lines of the environment block, with the measured matmul peak."""
+    lines = [f"{k}: {v}" for k, v in results["environment"].items()]
+    peak = results.get("matmul_peak_gflops")
+    lines.append(
+        f"FP32 matmul peak (NumPy BLAS, all cores): {peak:.1f} GFLOP/s" if peak else "matmul peak: not measured"
+    )
+    return lines
+
+
+def _best_detail(results: dict[str, Any]) -> tuple[dict[str, Any] | None, bytes | None]:
+    best = results.get("best")
+    if not best or "_truth" not in best:
+        return None, None
+    f1, cm = per_class(best["_truth"], best["_pred"], best["_names"])
+    title = f"best cell: {best['backbone']} {best['cell']} batch {best['batch_size']}"
+    detail = {"cell": title, "class_names": best["_names"], "per_class_f1": f1, "confusion_matrix": cm.tolist()}
+    return detail, best_cell_png(best["_truth"], best["_pred"], best["_names"], title)
+
+
+def render_markdown(results: dict[str, Any], rows: list[dict[str, Any]], images: dict[str, bytes]) -> str:
+    """report.md: environment, summary, regressions, the table and links to the plots."""
+    parts = ["# Bench report", "", "```", *environment_lines(results), "```", "", f"**{results['summary']}**", ""]
+    if results.get("baseline"):
+        parts += [
+            f"Baseline: `{results['baseline']}`: " + ("regressions:" if results["regressions"] else "no regression")
+        ]
+        parts += [f"- {line}" for line in results["regressions"]] + [""]
+    parts += [markdown_table(rows)]
+    parts += [f"![{name}]({name})" for name in images]
+    return "\n".join(parts) + "\n"
+
+
+def render_html(
+    results: dict[str, Any], rows: list[dict[str, Any]], images: dict[str, bytes], detail: dict[str, Any] | None
+) -> str:
+    """report.html with the plots inlined as data: URIs and no external reference (works offline, mails well)."""
+    esc = html.escape
+    table = pd.DataFrame(public_rows(rows), columns=COLUMNS).to_html(
+        index=False, na_rep="-", float_format="{:.4g}".format
+    )
+    body = [
+        f"<h1>Bench report</h1><pre>{esc(chr(10).join(environment_lines(results)))}</pre>",
+        f"<p class='summary'>{esc(results['summary'])}</p>",
+    ]
+    if results.get("baseline"):
+        items = "".join(f"<li>{esc(line)}</li>" for line in results["regressions"]) or "<li>no regression</li>"
+        body.append(f"<h2>Against baseline {esc(str(results['baseline']))}</h2><ul>{items}</ul>")
+    body.append(f"<h2>Results</h2><div class='scroll'>{table}</div>")
+    for name, png in images.items():
+        data = base64.b64encode(png).decode("ascii")
+        title = esc(Path(name).stem.replace("_", " "))
+        body.append(f"<h2>{title}</h2><img alt='{esc(name)}' src='data:image/png;base64,{data}'>")
+    if detail:
+        cells = "".join(
+            f"<tr><td>{esc(n)}</td><td>{f:.4f}</td></tr>"
+            for n, f in zip(detail["class_names"], detail["per_class_f1"], strict=True)
+        )
+        body.append(
+            f"<h2>Per-class F1, {esc(detail['cell'])}</h2><table><tr><th>class</th><th>F1</th></tr>{cells}</table>"
+        )
+    style = (
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}.scroll{overflow-x:auto}"
+        ".summary{font-weight:bold;font-size:15px}img{max-width:100%}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Bench report</title><style>{style}</style>"
+        f"</head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def write_run(results: dict[str, Any], run_dir: str | Path) -> Path:
+    """Write the report folder ``run_dir`` atomically and point ``<parent>/latest`` at it; returns ``run_dir``.
+
+    Raises:
+        runtime.errors.UserError: ``run_dir`` exists and is a folder this tool did not write.
+    """
+    run_dir = Path(run_dir)
+    rows = results["rows"]
+    images = {
+        name: png
+        for name, png in (
+            ("pareto.png", pareto_png(rows)),
+            ("latency.png", latency_png(rows, results["config"].get("latency_batch", 0))),
+        )
+        if png
+    }
+    detail, best_png = _best_detail(results)
+    if best_png:
+        images["best_cell.png"] = best_png
+    public = {
+        **{k: v for k, v in results.items() if k not in ("rows", "best")},
+        "rows": public_rows(rows),
+        "best": public_rows([results["best"]])[0] if results.get("best") else None,
+        "best_cell": detail,
+    }
+    with atomic_path(run_dir) as tmp:
+        tmp.mkdir(parents=True)
+        pd.DataFrame(public["rows"], columns=COLUMNS).to_csv(tmp / "results.csv", index=False)
+        (tmp / "results.json").write_text(json.dumps(public, indent=2, default=_clean) + "\n", encoding="utf-8")
+        for name, png in images.items():
+            (tmp / name).write_bytes(png)
+        (tmp / "report.md").write_text(render_markdown(results, rows, images), encoding="utf-8")
+        (tmp / "report.html").write_text(render_html(results, rows, images, detail), encoding="utf-8")
+    latest = run_dir.parent / "latest"
+    if latest.is_symlink() or not latest.exists():
+        tmp_link = run_dir.parent / f".latest.{os.getpid()}"
+        tmp_link.unlink(missing_ok=True)
+        tmp_link.symlink_to(run_dir.name)
+        os.replace(tmp_link, latest)
+    return run_dir

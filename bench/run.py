@@ -1,70 +1,85 @@
-"""``python -m bench`` (``make bench``): F1 and throughput of every trained backbone x engine x batch size.
+"""``python -m bench`` (``make bench``): F1 x throughput x latency of every backbone x engine x precision x batch.
 
-Each cell predicts the labelled held-out set through the runtime's own path (decode, eval transform, engine),
-scores micro-/macro-F1 against the held-out labels, and reports end-to-end img/s (files -> logits) and
-engine-only img/s (pre-decoded tensors, warm-up then repeats for ``min_seconds``). A cell that cannot run is
-recorded with its reason and the matrix goes on. Writes ``<out>/bench.csv`` and ``<out>/bench.md``.
+Each cell runs in its own process (:mod:`bench.worker`) through the runtime's real path: it predicts the
+labelled held-out set (decode, eval transform, engine; TTA and ensembles as in ``runtime.predict``), and is
+scored (micro-/macro-F1, top-1 agreement and delta-F1 vs torch FP32). Then every cell is timed in interleaved
+rounds (cell A, B, C, A, B, C, ...): end to end (files -> probabilities), engine only on a pre-decoded batch
+(throughput and latency percentiles at the chosen batch) and latency at batch 1. A cell that cannot run is
+recorded with its reason and the matrix goes on. A reduced-precision cell below ``min_f1_ratio`` of FP32
+micro-F1 is marked failed and left out of the ranking (MLPerf's 99% rule).
+
+Writes ``<out>/<run>/``: results.csv, results.json, report.md, report.html (self-contained) and the plots, and
+points ``<out>/latest`` at it. With ``--baseline <results.json> --fail-on-regression 5%`` the exit code is 4 when
+a cell's engine-only throughput or micro-F1 fell more than 5% below the baseline's (listed in the report).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import f1_score
 
-from bench.measure import engine_throughput
-from bench.report import markdown_table, write_reports
-from runtime.artifacts import PRECISIONS
+from bench.compare import load_baseline, parse_tolerance, regressions
+from bench.config import BenchConfig, CellSpec
+from bench.cost import model_cost
+from bench.environment import environment
+from bench.measure import matmul_peak_gflops, summarize
+from bench.report import markdown_table, write_run
+from bench.worker import CellFailed, CellProcess
+from runtime.artifacts import artifact_file
 from runtime.config import load_config, parse_overrides
-from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
-from runtime.engines import ENGINE_NAMES, create_engine
+from runtime.dataset import image_dir_for, image_paths, read_csv, require_dir
 from runtime.errors import ArgumentParser, UserError, description, one_line
-from runtime.pipeline import iter_batches, predict_logits
-from train.loop import f1_micro_macro
+
+#: forward passes per image for each TTA mode
+TTA_VIEWS = {"none": 1, "hflip": 2, "hflip+vflip": 3, "five-crop": 5}
+
+#: (engine, precision) -> export target that builds its artifact
+EXPORT_TARGETS = {
+    ("onnx", "fp32"): "onnx",
+    ("onnx", "int8"): "onnx-int8",
+    ("onnx", "fp16"): "onnx-fp16",
+    ("openvino", "fp32"): "openvino",
+    ("openvino", "int8"): "onnx-int8",
+}
 
 
 @dataclasses.dataclass
-class BenchConfig:
-    """Keys of ``configs/bench.yaml``."""
+class Cell:
+    """One row of the report: a backbone (or ensemble) x cell spec x batch size, and what it measured."""
 
-    data: str = "data/elpv"
-    csv: str = "test.csv"
-    labels: str = "test_labels.csv"
-    models: list[str] = dataclasses.field(default_factory=list)
-    engines: list[str] = dataclasses.field(default_factory=lambda: ["torch", "onnx"])  # engine[:precision]
-    batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [32])
-    threads: int | None = None
-    workers: int = 2
-    min_seconds: float = 3.0
-    min_f1_ratio: float = 0.99
-    artifacts: str = "artifacts"
-    out: str = "reports"
-
-    def validate(self, source: str) -> None:
-        """Raises UserError naming a bad key."""
-        for spec in self.engines:
-            engine, precision = parse_engine_spec(spec)
-            if engine not in ENGINE_NAMES or precision not in PRECISIONS:
-                raise UserError(
-                    f"{source}: key 'engines': {spec!r} is not engine[:precision] with engine in {ENGINE_NAMES} "
-                    f"and precision in {PRECISIONS}"
-                )
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise UserError(f"{source}: key 'batch_sizes' must list sizes >= 1")
-        if self.min_seconds <= 0:
-            raise UserError(f"{source}: key 'min_seconds' must be > 0")
+    backbone: str
+    spec: CellSpec
+    batch_size: int
+    members: list[dict[str, Any]]
+    group: str | None = None  # backbone whose torch FP32 cell is the reference (ensembles); default: backbone
+    row: dict[str, Any] = dataclasses.field(default_factory=dict)
+    probs: np.ndarray | None = None
+    process: CellProcess | None = None
+    timings: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
 
 
-def parse_engine_spec(spec: str) -> tuple[str, str]:
-    """``"onnx:int8"`` -> ``("onnx", "int8")``; ``"torch"`` -> ``("torch", "fp32")``."""
-    engine, _, precision = spec.partition(":")
-    return engine.strip(), (precision.strip() or "fp32")
+def held_out(cfg: BenchConfig) -> tuple[list[Path], list[str]]:
+    """Image paths of ``cfg.csv`` and their labels from ``cfg.labels``.
+
+    Raises:
+        UserError: missing dataset, CSV, labels, or an image without a label.
+    """
+    data = require_dir(cfg.data)
+    ids = read_csv(data / cfg.csv)["image_id"].tolist()
+    truth = read_csv(data / cfg.labels, require_label=True).set_index("image_id")["label"]
+    missing = [i for i in ids if i not in truth.index]
+    if missing:
+        raise UserError(f"{data / cfg.labels}: no label for image {missing[0]!r} of {cfg.csv}")
+    if not ids:
+        raise UserError(f"{data / cfg.csv}: no image ids")
+    return image_paths(require_dir(image_dir_for(data, cfg.csv), "image folder"), ids), truth.loc[ids].tolist()
 
 
 def trained_models(cfg: BenchConfig) -> list[str]:
@@ -74,107 +89,279 @@ def trained_models(cfg: BenchConfig) -> list[str]:
     return sorted(p.parent.name for p in Path(cfg.artifacts).glob("*/best.pt"))
 
 
-def bench_cell(
-    model: str, spec: str, batch_size: int, paths: list[Path], labels: list[str], cfg: BenchConfig
-) -> dict[str, Any]:
-    """Measure one backbone x engine[:precision] x batch size cell; a failure is recorded in ``status``."""
-    engine_name, precision = parse_engine_spec(spec)
-    row: dict[str, Any] = {
-        "backbone": model,
-        "engine": engine_name,
-        "precision": precision,
-        "batch_size": batch_size,
-        "status": "ok",
-    }
+def build_missing(cfg: BenchConfig, model: str) -> None:
+    """Export the artifacts that ``cfg.engines`` need for ``model`` and that do not exist (``build_missing``).
+    A failed export is printed; its cells are then recorded as skipped."""
+    folder = Path(cfg.artifacts) / model
+    targets = sorted(
+        {
+            EXPORT_TARGETS[(s.engine, s.precision)]
+            for s in cfg.cells
+            if (s.engine, s.precision) in EXPORT_TARGETS and not artifact_file(folder, s.engine, s.precision).exists()
+        }
+    )
+    targets += (
+        ["trt"]
+        if any(s.engine == "trt" and not artifact_file(folder, "trt", s.precision).exists() for s in cfg.cells)
+        else []
+    )
+    if not targets:
+        return
+    from export.export import ExportConfig, export_model
+
+    print(f"bench: building {', '.join(targets)} for {model}", file=sys.stderr)
     try:
-        with create_engine(
-            engine_name, Path(cfg.artifacts) / model, threads=cfg.threads, precision=precision
-        ) as engine:
-            targets = encode_labels(labels, engine.meta.class_names, cfg.labels)
-            start = time.perf_counter()
-            logits = predict_logits(engine, paths, batch_size, cfg.workers, desc=f"{model}/{spec}")
-            seconds = time.perf_counter() - start
-            micro, macro = f1_micro_macro(np.asarray(targets), logits.argmax(1), engine.meta.num_classes)
-            first = next(iter_batches(paths[:batch_size], engine.meta, batch_size))
-            speed = engine_throughput(engine, first, cfg.min_seconds)
-            row.update(engine.describe())
-            row.update(
-                f1_micro=micro,
-                f1_macro=macro,
-                img_per_s=len(paths) / seconds,
-                img_per_s_engine=speed["img_per_s"],
-                images=len(paths),
-                backbone_arch=engine.meta.architecture,
-            )
+        export_model(model, load_config(ExportConfig, cfg.export_config, {"artifacts": cfg.artifacts}), targets)
     except UserError as exc:
-        row["status"] = f"skipped: {one_line(exc)}"
-    return row
+        print(f"bench: export for {model} incomplete: {one_line(exc)}", file=sys.stderr)
 
 
-def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
-    """Run the whole matrix; returns one dict per cell (see :data:`bench.report.COLUMNS`).
-
-    Raises:
-        UserError: missing dataset or label files, or no trained model.
-    """
-    data = require_dir(cfg.data)
-    ids = read_csv(data / cfg.csv)["image_id"].tolist()
-    truth = read_csv(data / cfg.labels, require_label=True).set_index("image_id")["label"]
-    missing = [i for i in ids if i not in truth.index]
-    if missing:
-        raise UserError(f"{data / cfg.labels}: no label for image {missing[0]!r} of {cfg.csv}")
-    labels = truth.loc[ids].tolist()
-    paths = image_paths(require_dir(image_dir_for(data, cfg.csv), "image folder"), ids)
+def plan(cfg: BenchConfig) -> list[Cell]:
+    """Every cell of the matrix, in report order: backbones x engines x batch sizes, then ensembles."""
     models = trained_models(cfg)
-    if not models:
+    if not models and not cfg.ensembles:
         raise UserError(f"{cfg.artifacts}: no trained model (artifacts/<name>/best.pt); run `make train` first")
-    rows = []
+    cells = []
     for model in models:
-        cells = [bench_cell(model, spec, bs, paths, labels, cfg) for spec in cfg.engines for bs in cfg.batch_sizes]
-        rows.extend(apply_gate(cells, cfg.min_f1_ratio))
-    return rows
+        if cfg.build_missing:
+            build_missing(cfg, model)
+        for spec in cfg.cells:
+            member = {"model": str(Path(cfg.artifacts) / model), "engine": spec.engine, "precision": spec.precision}
+            cells += [Cell(model, spec, bs, [{**member, "weight": 1.0}]) for bs in cfg.batch_sizes]
+    from runtime.predict import ensemble_members, fold_models
 
-
-def apply_gate(cells: list[dict[str, Any]], min_f1_ratio: float) -> list[dict[str, Any]]:
-    """Mark reduced-precision cells below ``min_f1_ratio`` of the backbone's FP32 micro-F1 as failed (MLPerf's
-    rule: a low-precision result counts only at >= 99% of the FP32 accuracy)."""
-    fp32 = [c["f1_micro"] for c in cells if c["status"] == "ok" and c["precision"] == "fp32"]
-    if not fp32:
-        return cells
-    reference = max(fp32)
-    for c in cells:
-        if c["status"] == "ok" and c["precision"] != "fp32" and c["f1_micro"] < min_f1_ratio * reference:
-            c["status"] = f"failed gate: micro-F1 {c['f1_micro']:.4f} < {min_f1_ratio:.0%} of FP32 {reference:.4f}"
+    for entry in cfg.ensembles:
+        if entry.startswith("folds:"):  # folds:<model>[:engine[:precision]]
+            _, model, *rest = entry.split(":", 2)
+            spec = CellSpec.parse(rest[0] if rest else "onnx")
+            members = [{"model": m, "engine": spec.engine, "precision": spec.precision, "weight": 1.0}
+                       for m in fold_models(str(Path(cfg.artifacts) / model))]  # fmt: skip
+            name, group = f"{model}:{len(members)} folds", model
+        else:
+            members = ensemble_members(SimpleNamespace(ensemble=entry, engine="onnx", precision="fp32", model=None))
+            first = Path(members[0]["model"])
+            name, group = Path(entry).stem, first.name if first.is_dir() else first.parent.name
+        label = CellSpec("ensemble", members[0]["precision"] or "fp32")
+        cells += [Cell(f"ensemble:{name}", label, bs, members, group) for bs in cfg.batch_sizes]
     return cells
 
 
-def cpu_name() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else :func:`platform.processor` or the machine type."""
+def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) -> None:
+    """Open the cell's process, predict the held-out set and decode its timing batches; failures -> status."""
+    cell.row = {
+        "backbone": cell.backbone,
+        "cell": cell.spec.label,
+        "engine": cell.spec.engine,
+        "precision": cell.spec.precision,
+        "tta": cell.spec.tta,
+        "batch_size": cell.batch_size,
+        "status": "ok",
+        "images": len(paths),
+    }
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        cell.process = CellProcess(
+            cell.members, cell.spec.tta, "cpu" if cell.spec.engine != "trt" else "cuda", cfg.threads
+        )
+        info = cell.process.info
+        names = info.pop("class_names")
+        unknown = sorted(set(targets) - set(names))
+        if unknown:
+            raise CellFailed(f"held-out label {unknown[0]!r} is not a class of this model")
+        cell.row.update({k: info.get(k) for k in ("provider", "device", "threads")})
+        cell.row["artifact_mib"] = info["artifact_bytes"] / 2**20
+        cell.probs, _ = cell.process.call("predict", paths, cell.batch_size, cfg.workers)
+        index = {n: i for i, n in enumerate(names)}
+        y, pred = np.array([index[t] for t in targets]), cell.probs.argmax(1)
+        labels = list(range(len(names)))
+        cell.row["f1_micro"] = float(f1_score(y, pred, labels=labels, average="micro", zero_division=0))
+        cell.row["f1_macro"] = float(f1_score(y, pred, labels=labels, average="macro", zero_division=0))
+        cell.row["_truth"], cell.row["_names"] = y, names
+        for bs in {cell.batch_size, cfg.latency_batch} - {0}:
+            cell.process.call("prepare", paths, bs)
+    except CellFailed as exc:
+        cell.row["status"] = f"skipped: {exc}"
+        cell.process = None
+
+
+def _round(cell: Cell, paths: list[Path], cfg: BenchConfig, first: bool) -> None:
+    """One interleaved round of the cell: end to end, engine only at its batch, latency at ``latency_batch``."""
+    assert cell.process is not None
+    share, warmup = cfg.min_seconds / cfg.rounds, cfg.warmup if first else 1
+    try:
+        _, seconds = cell.process.call("predict", paths, cell.batch_size, cfg.workers)
+        cell.timings.setdefault("e2e", []).append([seconds / len(paths) * cell.batch_size])
+        cell.timings.setdefault("engine", []).append(cell.process.call("time", cell.batch_size, share, warmup))
+        if cfg.latency_batch:
+            cell.timings.setdefault("lat1", []).append(cell.process.call("time", cfg.latency_batch, share, warmup))
+    except CellFailed as exc:
+        cell.row["status"] = f"failed: {exc}"
+        cell.process = None
+
+
+def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]], peak: float | None) -> None:
+    """Close the cell's process and turn its timings into report columns."""
+    if cell.process is None:
+        return
+    try:
+        cell.row["peak_rss_mib"], cell.row["gpu_mem_mib"] = cell.process.close()
+    except CellFailed as exc:
+        cell.row["status"] = f"failed: {exc}"
+        return
+    e2e, engine = summarize(cell.timings["e2e"], cell.batch_size), summarize(cell.timings["engine"], cell.batch_size)
+    row = cell.row
+    row.update(img_per_s=e2e["img_per_s"], img_per_s_min=e2e["img_per_s_min"], img_per_s_max=e2e["img_per_s_max"])
+    row.update(
+        img_per_s_engine=engine["img_per_s"],
+        img_per_s_engine_min=engine["img_per_s_min"],
+        img_per_s_engine_max=engine["img_per_s_max"],
+        cv=engine["cv"],
+        runs=engine["runs"],
+        p50_ms=engine["p50_ms"],
+        p90_ms=engine["p90_ms"],
+        p99_ms=engine["p99_ms"],
+    )
+    row["e2e_ratio"] = row["img_per_s"] / row["img_per_s_engine"]
+    if cfg.latency_batch:
+        lat = summarize(cell.timings["lat1"], cfg.latency_batch)
+        row.update(lat1_p50_ms=lat["p50_ms"], lat1_p90_ms=lat["p90_ms"], lat1_p99_ms=lat["p99_ms"])
+    member_costs = [costs.get(str(Path(m["model"]).resolve()), {}) for m in cell.members]
+    if all(c.get("gmacs") is not None for c in member_costs):
+        row["params_m"] = sum(c["params"] for c in member_costs) / 1e6
+        row["gmacs"] = sum(c["gmacs"] for c in member_costs) * TTA_VIEWS[cell.spec.tta]
+        row["gflops"] = 2 * row["gmacs"] * row["img_per_s_engine"]
+        row["peak_fraction"] = row["gflops"] / peak if peak else None
+    notes = [f"noisy timing: CV {engine['cv']:.1%} > {cfg.cv_warn:.0%}"] if engine["cv"] > cfg.cv_warn else []
+    row["notes"] = "; ".join(notes)
+
+
+def compare_to_reference(cells: list[Cell], min_f1_ratio: float) -> None:
+    """Per backbone, against torch FP32 (or the best FP32 cell when torch did not run): top-1 agreement,
+    delta micro-F1, speed-up of engine-only throughput; reduced-precision cells under ``min_f1_ratio`` of the
+    reference micro-F1 are marked ``failed gate``. Ensembles compare with :attr:`Cell.group`."""
+    done = [c for c in cells if c.row["status"] == "ok"]
+    for cell in done:
+        group = cell.group or cell.backbone
+        plain = [
+            c
+            for c in done
+            if c.backbone == group
+            and c.spec.precision == "fp32"
+            and c.spec.tta == "none"
+            and c.spec.engine != "ensemble"
+        ]
+        torch_cells = [c for c in plain if c.spec.engine == "torch"]
+        ref = (torch_cells or sorted(plain, key=lambda c: -c.row["f1_micro"]) or [None])[0]
+        if ref is None:
+            continue
+        cell.row["reference"] = ref.spec.label
+        cell.row["agreement"] = float((ref.probs.argmax(1) == cell.probs.argmax(1)).mean())
+        cell.row["delta_f1"] = cell.row["f1_micro"] - ref.row["f1_micro"]
+        cell.row["f1_ratio"] = cell.row["f1_micro"] / ref.row["f1_micro"] if ref.row["f1_micro"] else 1.0
+        same_batch = [c for c in torch_cells if c.batch_size == cell.batch_size and "img_per_s_engine" in c.row]
+        if same_batch and "img_per_s_engine" in cell.row:
+            cell.row["speedup"] = cell.row["img_per_s_engine"] / same_batch[0].row["img_per_s_engine"]
+        if cell.spec.precision != "fp32" and cell.row["f1_ratio"] < min_f1_ratio:
+            cell.row["status"] = (
+                f"failed gate: micro-F1 {cell.row['f1_micro']:.4f} < {min_f1_ratio:.0%} of "
+                f"{ref.spec.label} {ref.row['f1_micro']:.4f}"
+            )
+
+
+def best_cell(rows: list[dict[str, Any]], min_f1_ratio: float) -> dict[str, Any] | None:
+    """The fastest (engine-only img/s) cell that ran, passed its gate and reached ``min_f1_ratio`` of its
+    reference micro-F1; ``None`` if there is none."""
+    ok = [r for r in rows if r["status"] == "ok" and r.get("f1_ratio", 0) >= min_f1_ratio and "img_per_s_engine" in r]
+    return max(ok, key=lambda r: r["img_per_s_engine"], default=None)
+
+
+def summary_line(best: dict[str, Any] | None, min_f1_ratio: float) -> str:
+    """The report's one-line verdict."""
+    if best is None:
+        return f"fastest at >= {min_f1_ratio:.0%} of FP32 F1: no cell qualified"
+    speed = f" ({best['speedup']:.2f}x torch eager FP32)" if best.get("speedup") else ""
+    return (
+        f"fastest at >= {min_f1_ratio:.0%} of FP32 F1: {best['backbone']} {best['cell']} batch {best['batch_size']}: "
+        f"{best['img_per_s_engine']:.1f} img/s engine-only{speed}, {best['img_per_s']:.1f} img/s end to end "
+        f"({best['e2e_ratio']:.2f}x engine-only), micro-F1 {best['f1_micro']:.4f} "
+        f"({best['f1_ratio']:.1%} of {best['reference']})"
+    )
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Run the whole matrix.
+
+    Returns:
+        ``{"environment", "config", "matmul_peak_gflops", "rows", "summary", "best"}`` where each row is a dict
+        of :data:`bench.report.COLUMNS` (plus private ``_truth``/``_names``/``_pred`` arrays for the plots).
+
+    Raises:
+        UserError: missing dataset or label files, no trained model, a broken ensemble file.
+    """
+    paths, targets = held_out(cfg)
+    cells = plan(cfg)
+    env = environment()
+    peak = matmul_peak_gflops() if cfg.matmul_peak else None
+    costs: dict[str, dict[str, Any]] = {}
+    for folder in {str(Path(m["model"]).resolve()) for c in cells for m in c.members}:
+        checkpoint = Path(folder) / "best.pt" if Path(folder).is_dir() else Path(folder).with_name("best.pt")
+        costs[folder] = model_cost(checkpoint) if checkpoint.is_file() else {}
+    for group in dict.fromkeys(c.backbone for c in cells):  # one backbone's cells are alive together
+        mine = [c for c in cells if c.backbone == group]
+        for cell in mine:
+            _start(cell, paths, targets, cfg)
+        for r in range(cfg.rounds):
+            for cell in mine:
+                if cell.process is not None:
+                    _round(cell, paths, cfg, first=r == 0)
+        for cell in mine:
+            _finish(cell, cfg, costs, peak)
+    compare_to_reference(cells, cfg.min_f1_ratio)
+    rows = []
+    for cell in cells:
+        if cell.probs is not None:
+            cell.row["_pred"] = cell.probs.argmax(1)
+        rows.append(cell.row)
+    best = best_cell(rows, cfg.min_f1_ratio)
+    return {
+        "environment": env,
+        "config": dataclasses.asdict(cfg),
+        "matmul_peak_gflops": peak,
+        "rows": rows,
+        "summary": summary_line(best, cfg.min_f1_ratio),
+        "best": best,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench``."""
+    """Entry point of ``python -m bench``; returns 0, or 4 on a regression against ``--baseline``."""
     p = ArgumentParser(prog="python -m bench", description=description(__doc__))
     p.add_argument("--config", default="configs/bench.yaml", help="YAML config (default: configs/bench.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--run", help="name of the report folder under out (default: date and time)")
+    p.add_argument("--baseline", help="results.json of an earlier run to compare with")
+    p.add_argument(
+        "--fail-on-regression",
+        default="5%",
+        metavar="PCT",
+        help="with --baseline: exit 4 when engine-only img/s or micro-F1 drops more than this (5%%)",
+    )
     args = p.parse_args(argv)
     cfg = load_config(BenchConfig, args.config, parse_overrides(args.set))
-    rows = run_bench(cfg)
-    if all(r["status"].startswith("skipped") for r in rows):
-        raise UserError(f"no bench cell could run, reports left as they were (first reason: {rows[0]['status']})")
-    header = (
-        f"# Bench: {Path(cfg.data).name} held-out set ({cfg.csv})\n\n"
-        f"{time.strftime('%Y-%m-%d %H:%M')} | {cpu_name()} ({os.cpu_count()} cores) | "
-        f"Python {platform.python_version()}"
-    )
-    csv_path, md_path = write_reports(rows, cfg.out, header)
+    tolerance = parse_tolerance(args.fail_on_regression)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    run_name = args.run or time.strftime("%Y%m%d-%H%M%S")
+    if not run_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UserError(f"--run {run_name!r}: use letters, digits, '-', '_' and '.'")
+    results = run_bench(cfg)
+    rows = results["rows"]
+    if all(r["status"].startswith(("skipped", "failed:")) for r in rows):
+        raise UserError(f"no bench cell could run, no report written (first reason: {rows[0]['status']})")
+    results["regressions"] = regressions(rows, baseline, tolerance) if baseline is not None else []
+    results["baseline"] = args.baseline
+    run_dir = write_run(results, Path(cfg.out) / run_name)
     print(markdown_table(rows), end="")
-    print(f"reports: {md_path}, {csv_path}", file=sys.stderr)
-    return 0
+    print(results["summary"])
+    for line in results["regressions"]:
+        print(f"REGRESSION: {line}")
+    print(f"report: {run_dir / 'report.html'} (also report.md, results.csv, results.json)", file=sys.stderr)
+    return 4 if results["regressions"] else 0

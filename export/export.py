@@ -332,12 +332,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGETS)} (overrides the config)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="TensorRT precision (overrides trt_precision)")
     p.add_argument("--allow-degraded", action="store_true", help="install artifacts that fail their gate")
+    p.add_argument("--folds", action="store_true", help="export every fold model artifacts/<model>/fold<k>/ instead")
     args = p.parse_args(argv)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     cfg = config_from_args(
         args, targets=targets, trt_precision=args.precision, allow_degraded=True if args.allow_degraded else None
     )
-    export_model(args.model, cfg)
+    names = [args.model]
+    if args.folds:
+        folds = sorted(Path(cfg.artifacts).glob(f"{args.model}/fold*/best.pt"), key=lambda p: p.parent.name)
+        if not folds:
+            raise UserError(f"{Path(cfg.artifacts) / args.model}: no fold<k>/best.pt; train with FOLDS=k first")
+        names = [f"{args.model}/{p.parent.name}" for p in folds]
+    for name in names:
+        export_model(name, cfg)
     return 0
 
 

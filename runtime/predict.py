@@ -49,6 +49,7 @@ def build_parser() -> ArgumentParser:
         "--model", action="append", help="artifact file or model folder (artifacts/<model>); repeat for an ensemble"
     )
     p.add_argument("--ensemble", help="YAML: members: [{model, engine, precision, weight}] (probabilities averaged)")
+    p.add_argument("--folds", action="store_true", help="ensemble of every fold<k>/ model inside each --model folder")
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),
@@ -201,7 +202,21 @@ def ensemble_members(args: Any) -> list[dict[str, Any]]:
         return out
     if not args.model:
         raise UserError("give --model (or --ensemble)")
-    return [{"model": m, "engine": args.engine, "precision": args.precision, "weight": 1.0} for m in args.model]
+    models = [m for folder in args.model for m in fold_models(folder)] if getattr(args, "folds", False) else args.model
+    return [{"model": m, "engine": args.engine, "precision": args.precision, "weight": 1.0} for m in models]
+
+
+def fold_models(folder: str) -> list[str]:
+    """The k-fold models ``<folder>/fold<k>/`` (``make train FOLDS=k``), in fold order.
+
+    Raises:
+        UserError: none there.
+    """
+    folds = sorted((p for p in Path(folder).glob("fold*") if p.is_dir() and p.name[4:].isdigit()),
+                   key=lambda p: int(p.name[4:]))  # fmt: skip
+    if not folds:
+        raise UserError(f"{folder}: no fold<k>/ models; train with `make train MODEL=<m> FOLDS=k` (and export them)")
+    return [str(p) for p in folds]
 
 
 def run_ensemble(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert len(errors) == 1, proc.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
+
+
+def assert_self_contained(page: str) -> None:
+    """An HTML page references nothing outside itself: no URL, every src/href an inline data: URI or an anchor."""
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", page)
+    assert not re.search(r"(?i)(https?:|ftp:|//[a-z0-9.-]+/|@import|url\()", text), text[:300]
+    for ref in re.findall(r"(?i)(?:src|href)\s*=\s*['\"]([^'\"]*)", text):
+        assert ref.startswith(("data:", "#")), ref
 
 
 @pytest.fixture(scope="session")

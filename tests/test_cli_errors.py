@@ -124,14 +124,26 @@ def test_output_path_that_is_a_folder(tiny_model: dict[str, Path], tmp_path: Pat
     assert_one_line_error(proc, str(blocker))
 
 
-def test_bench_with_no_runnable_cell_keeps_the_old_report(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+def test_bench_with_no_runnable_cell_writes_no_report(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "reports"
-    out.mkdir()
-    (out / "bench.md").write_text("good report\n")
-    sets = [f"data={tiny_model['data']}", f"artifacts={tiny_model['work'] / 'artifacts'}", f"out={out}"]
-    proc = run_module("bench", *[a for s in [*sets, "models=[nosuch]"] for a in ("--set", s)])
+    (out / "old").mkdir(parents=True)
+    (out / "old" / "report.md").write_text("good report\n")
+    (out / "latest").symlink_to("old")
+    sets = [f"data={tiny_model['data']}", f"artifacts={tiny_model['work'] / 'artifacts'}", f"out={out}",
+            "models=[nosuch]", "matmul_peak=false"]  # fmt: skip
+    proc = run_module("bench", *[a for s in sets for a in ("--set", s)])
     assert_one_line_error(proc, "no bench cell could run", "nosuch")
-    assert (out / "bench.md").read_text() == "good report\n"
+    assert sorted(p.name for p in out.iterdir()) == ["latest", "old"] and (out / "latest").resolve().name == "old"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--fail-on-regression", "lots"], "give a percentage"), (["--baseline", "nosuch.json"], "cannot read"),
+     (["--set", "engines=[onnx:int4]"], "engine[:precision][@tta]"), (["--run", "../x"], "--run '../x'"),
+     (["--set", "rounds=0"], "'rounds' >= 1")],
+)  # fmt: skip
+def test_bench_bad_arguments(args: list[str], message: str) -> None:
+    assert_one_line_error(run_module("bench", *args), message)
 
 
 def test_artifact_from_an_older_checkpoint_is_refused(tiny_model: dict[str, Path], tmp_path: Path) -> None:

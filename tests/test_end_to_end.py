@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import onnx
 import pandas as pd
 import pytest
 import torch
-from conftest import CPU_CELLS, ROOT, run_module
+from conftest import CPU_CELLS, ROOT, assert_self_contained, run_module
 
 from bench.run import main as bench_main
 from runtime.errors import run_cli
@@ -88,34 +89,45 @@ def test_onnx_copied_alone_still_runs(tiny_model: dict[str, Path], tmp_path: Pat
     assert sub.equals(reference)
 
 
-def test_bench_scores_every_engine(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+def test_bench_report_holds_every_cell(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "reports"
-    sets = [
-        f"data={tiny_model['data']}",
-        f"artifacts={tiny_model['work'] / 'artifacts'}",
-        f"out={out}",
-        "min_seconds=0.2",
-        "batch_sizes=[4]",
-        "engines=[torch, onnx, onnx:int8, onnx:fp16, openvino, openvino:int8]",
-    ]
-    args = ["--config", str(ROOT / "configs/bench.yaml")] + [a for s in sets for a in ("--set", s)]
-    assert run_cli(bench_main, args) == 0
-    table = pd.read_csv(out / "bench.csv")
-    assert list(zip(table["engine"], table["precision"], strict=True)) == CPU_CELLS
-    assert (table["backbone"] == "tiny").all()
-    fp32_ok = table.loc[table["precision"] == "fp32", "status"] == "ok"
-    reduced = table.loc[table["precision"] != "fp32", "status"]  # ok, or marked by the 99%-of-FP32 gate
-    assert fp32_ok.all() and reduced.str.match(r"^(ok|failed gate: micro-F1 )").all()
-    assert table["f1_micro"].between(0, 1).all() and table["f1_macro"].between(0, 1).all()
-    fp32 = table[table["precision"] == "fp32"]
-    assert fp32["f1_micro"].nunique() == 1 and fp32["f1_macro"].nunique() == 1  # same labels from every FP32 engine
-    assert (table["img_per_s"] > 0).all() and (table["img_per_s_engine"] > 0).all()
+    baseline = tmp_path / "baseline.json"  # a doctored earlier run: onnx fp32 was 10^9 img/s
+    baseline.write_text(json.dumps({"rows": [{"backbone": "tiny", "cell": "onnx:fp32", "batch_size": 4,
+                                              "status": "ok", "img_per_s_engine": 1e9, "f1_micro": 0.0}]}))  # fmt: skip
+    cells = [*(f"{e}:{p}" for e, p in CPU_CELLS), "trt:fp16", "onnx@hflip"]
+    sets = [f"data={tiny_model['data']}", f"artifacts={tiny_model['work'] / 'artifacts'}", f"out={out}",
+            "min_seconds=0.3", "rounds=2", "warmup=1", "batch_sizes=[4]", f"engines=[{', '.join(cells)}]"]  # fmt: skip
+    args = ["--config", str(ROOT / "configs/bench.yaml"), "--run", "r1", "--baseline", str(baseline)]
+    assert run_cli(bench_main, args + [a for s in sets for a in ("--set", s)]) == 4  # the regression gate fired
+    run = out / "r1"
+    table = pd.read_csv(run / "results.csv")
+    assert table["cell"].tolist() == cells and (table["backbone"] == "tiny").all()
+    status = dict(zip(table["cell"], table["status"], strict=True))
+    assert all(status[f"{e}:fp32"] == "ok" for e in ("torch", "onnx", "openvino")) and status["onnx@hflip"] == "ok"
+    for cell in ("onnx:int8", "onnx:fp16", "openvino:int8"):  # ok, or marked by the 99%-of-FP32 gate
+        assert re.match(r"^(ok|failed gate: micro-F1 )", status[cell])
+    assert status["trt:fp16"].startswith("skipped: ") and "gpu" in status["trt:fp16"]
+    ran = table[table["status"] != status["trt:fp16"]]
+    assert ran["f1_micro"].between(0, 1).all() and ran["f1_macro"].between(0, 1).all()
+    fp32 = ran[(ran["precision"] == "fp32") & (ran["tta"] == "none")]
+    assert fp32["f1_micro"].nunique() == 1 and (fp32["agreement"] == 1.0).all()  # same labels from every FP32 engine
+    for column in ("img_per_s", "img_per_s_engine", "p50_ms", "p99_ms", "lat1_p50_ms", "peak_rss_mib",
+                   "artifact_mib", "gmacs", "gflops", "peak_fraction"):  # fmt: skip
+        assert (ran[column] > 0).all(), column
+    assert (ran["p50_ms"] <= ran["p99_ms"]).all() and (ran["img_per_s_engine_min"] <= ran["img_per_s_engine"]).all()
+    assert (ran["provider"].str.len() > 0).all() and set(ran["device"]) == {"cpu"}
     # F1 recomputed from the torch engine's own submission equals the bench's number
     sub = _predict("torch", tiny_model["artifacts"], tiny_model["data"], tmp_path / "s.csv")
     truth = pd.read_csv(tiny_model["data"] / "test_labels.csv")
     assert table["f1_micro"][0] == pytest.approx(np.mean(sub["label"].to_numpy() == truth["label"].to_numpy()))
-    md = (out / "bench.md").read_text()
-    assert "| tiny | torch | fp32 | 4 |" in md and "| tiny | onnx | int8 | 4 |" in md
+    results = json.loads((run / "results.json").read_text())
+    assert results["regressions"] == [next(r for r in results["regressions"] if r.startswith("tiny onnx:fp32 batch 4"))]
+    assert results["summary"].startswith("fastest at >= 99% of FP32 F1: ")
+    assert results["environment"]["torch"] and results["matmul_peak_gflops"] > 0
+    page = (run / "report.html").read_text()
+    assert "fastest at &gt;= 99% of FP32 F1" in page and page.count("<img ") == 3  # pareto, latency, best cell
+    assert_self_contained(page)
+    assert (out / "latest").resolve() == run.resolve()
 
 
 _NO_TORCH = """

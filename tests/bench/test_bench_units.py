@@ -1,75 +1,215 @@
-"""Bench measurement and report writing, and a failing cell that is recorded instead of stopping the matrix."""
+"""Bench pieces without a model: statistics, cell specs, the F1 gate, the regression gate and the report folder."""
 
 from __future__ import annotations
 
-import shutil
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
+from conftest import assert_self_contained
 
-from bench.measure import engine_throughput
-from bench.report import markdown_table, write_reports
-from bench.run import BenchConfig, run_bench
-from runtime.engines.base import Engine
-
-
-class _CountingEngine(Engine):
-    """Returns zeros and counts calls."""
-
-    name = "fake"
-
-    def __init__(self) -> None:
-        super().__init__("none")
-        self.calls = 0
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        return np.zeros((len(batch), 2), np.float32)
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": self.name}
+from bench.compare import load_baseline, parse_tolerance, regressions
+from bench.config import CellSpec
+from bench.measure import matmul_peak_gflops, summarize
+from bench.plots import pareto_front
+from bench.report import COLUMNS, markdown_table, write_run
+from bench.run import Cell, best_cell, compare_to_reference, summary_line
+from runtime.errors import UserError
 
 
-def test_engine_throughput_warms_up_and_repeats() -> None:
-    engine = _CountingEngine()
-    out = engine_throughput(engine, np.zeros((8, 3, 4, 4), np.float32), min_seconds=0.01, warmup=2, min_repeats=5)
-    assert out["repeats"] >= 5 and engine.calls == out["repeats"] + 2
-    assert out["img_per_s"] == 8 / (out["latency_ms_p50"] / 1e3)
-    assert out["cv"] >= 0
-
-
-def test_reports_hold_every_cell_and_failed_reasons(tmp_path: Path) -> None:
-    rows = [
-        dict(
-            backbone="m", engine="torch", precision="fp32", batch_size=8, f1_micro=0.5, f1_macro=0.25, img_per_s=10.0,
-            img_per_s_engine=20.0, status="ok",
-        ),
-        dict(backbone="m", engine="onnx", precision="int8", batch_size=8, status="skipped: model.onnx not found"),
-    ]  # fmt: skip
-    csv_path, md_path = write_reports(rows, tmp_path, "# header")
-    table = pd.read_csv(csv_path)
-    assert table["engine"].tolist() == ["torch", "onnx"]
-    assert table["status"].tolist() == ["ok", "skipped: model.onnx not found"]
-    md = md_path.read_text()
-    assert md.startswith("# header") and "| m | torch | fp32 | 8 | 0.5000 | 0.2500 | 10.0 | 20.0 | ok |" in md
-    assert "| m | onnx | int8 | 8 | - | - | - | - | skipped: model.onnx not found |" in markdown_table(rows)
-
-
-def test_missing_artifact_is_a_recorded_skip(tiny_model: dict[str, Path], tmp_path: Path) -> None:
-    artifacts = tmp_path / "artifacts"
-    shutil.copytree(tiny_model["artifacts"], artifacts / "tiny")
-    (artifacts / "tiny" / "model.onnx").unlink()
-    cfg = BenchConfig(
-        data=str(tiny_model["data"]),
-        artifacts=str(artifacts),
-        min_seconds=0.1,
-        batch_sizes=[4],
-        engines=["torch", "onnx", "trt:fp16"],
+def test_summarize_takes_the_median_round_and_pooled_percentiles() -> None:
+    rounds = [[0.1, 0.1, 0.1], [0.2, 0.2, 0.2], [0.1, 0.1, 0.4]]  # seconds per batch of 10 images
+    s = summarize(rounds, batch_size=10)
+    assert s["img_per_s"] == pytest.approx(100) and s["img_per_s_min"] == pytest.approx(50)
+    assert s["img_per_s_max"] == pytest.approx(100) and s["runs"] == 9
+    assert s["p50_ms"] == pytest.approx(100) and s["p99_ms"] == pytest.approx(
+        np.percentile([100] * 5 + [200] * 3 + [400], 99)
     )
-    rows = run_bench(cfg)
-    assert [r["engine"] for r in rows] == ["torch", "onnx", "trt"]
-    assert rows[0]["status"] == "ok" and 0 <= rows[0]["f1_micro"] <= 1
-    assert rows[1]["status"].startswith("skipped:") and "model.onnx" in rows[1]["status"]
-    assert rows[2]["status"].startswith("skipped:") and "gpu" in rows[2]["status"]
+    per_round = np.array([100, 50, 100])
+    assert s["cv"] == pytest.approx(per_round.std() / per_round.mean())
+    assert summarize([[0.5]], 1)["cv"] == 0.0
+    with pytest.raises(ValueError):
+        summarize([[0.1], []], 1)
+
+
+def test_matmul_peak_is_positive() -> None:
+    assert matmul_peak_gflops(seconds=0.05, n=128) > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("torch", CellSpec("torch")),
+        ("onnx:int8", CellSpec("onnx", "int8")),
+        ("openvino@hflip", CellSpec("openvino", "fp32", "hflip")),
+        ("onnx:fp16@five-crop", CellSpec("onnx", "fp16", "five-crop")),
+    ],
+)
+def test_cell_spec_parses(text: str, expected: CellSpec) -> None:
+    assert CellSpec.parse(text) == expected
+    assert CellSpec.parse(expected.label) == expected
+
+
+@pytest.mark.parametrize("text", ["tensorflow", "onnx:int4", "onnx@rotate", ""])
+def test_cell_spec_rejects_unknown_names(text: str) -> None:
+    with pytest.raises(UserError, match="engine\\[:precision\\]\\[@tta\\]"):
+        CellSpec.parse(text)
+
+
+def test_pareto_front_keeps_only_undominated_points() -> None:
+    points = [(100, 0.70), (400, 0.69), (300, 0.60), (50, 0.71), (400, 0.65)]
+    assert pareto_front(points) == [3, 0, 1]
+
+
+def _cell(engine: str, precision: str, f1: float, preds: list[int], speed: float, tta: str = "none") -> Cell:
+    cell = Cell("m", CellSpec(engine, precision, tta), 8, [{"model": "artifacts/m"}])
+    cell.row = {
+        "backbone": "m",
+        "cell": cell.spec.label,
+        "engine": engine,
+        "precision": precision,
+        "batch_size": 8,
+        "status": "ok",
+        "f1_micro": f1,
+        "img_per_s_engine": speed,
+        "img_per_s": speed / 2,
+        "e2e_ratio": 0.5,
+    }
+    cell.probs = np.eye(3)[preds]
+    return cell
+
+
+def test_reference_agreement_gate_and_ranking() -> None:
+    torch = _cell("torch", "fp32", 0.80, [0, 1, 2, 2], 100)
+    onnx = _cell("onnx", "fp32", 0.80, [0, 1, 2, 2], 150)
+    int8 = _cell("onnx", "int8", 0.795, [0, 1, 2, 1], 400)  # 99.4% of FP32: passes
+    fp16 = _cell("onnx", "fp16", 0.70, [0, 1, 1, 1], 900)  # 87.5%: fails the gate, however fast
+    tta = _cell("onnx", "fp32", 0.82, [0, 1, 2, 2], 70, tta="hflip")
+    cells = [torch, onnx, int8, fp16, tta]
+    compare_to_reference(cells, 0.99)
+    assert int8.row["agreement"] == 0.75 and int8.row["reference"] == "torch:fp32"
+    assert int8.row["speedup"] == 4.0 and int8.row["delta_f1"] == pytest.approx(-0.005)
+    assert fp16.row["status"].startswith("failed gate: micro-F1 0.7000 < 99% of torch:fp32 0.8000")
+    assert tta.row["status"] == "ok" and tta.row["delta_f1"] == pytest.approx(0.02)
+    best = best_cell([c.row for c in cells], 0.99)
+    assert best is int8.row
+    line = summary_line(best, 0.99)
+    assert line.startswith("fastest at >= 99% of FP32 F1: m onnx:int8 batch 8: 400.0 img/s engine-only (4.00x torch")
+    assert summary_line(None, 0.99).endswith("no cell qualified")
+
+
+def test_parse_tolerance() -> None:
+    assert parse_tolerance("5%") == 0.05 and parse_tolerance("12.5") == 0.125
+    for bad in ("five", "-1%", "150%", "nan"):
+        with pytest.raises(UserError, match="percentage"):
+            parse_tolerance(bad)
+
+
+def _row(cell: str, status: str = "ok", speed: float = 100.0, f1: float = 0.8) -> dict[str, Any]:
+    return {"backbone": "m", "cell": cell, "batch_size": 8, "status": status, "img_per_s_engine": speed, "f1_micro": f1}
+
+
+def test_regressions_fire_on_throughput_f1_and_lost_cells() -> None:
+    baseline = [_row("onnx:fp32"), _row("onnx:int8"), _row("torch:fp32"), _row("openvino:fp32", "skipped: x")]
+    now = [
+        _row("onnx:fp32", speed=96),
+        _row("onnx:int8", speed=90),
+        _row("torch:fp32", "failed: died", f1=0),
+        _row("openvino:fp32", f1=0.1),
+        _row("trt:fp16", f1=0.1),
+    ]
+    found = regressions(now, baseline, 0.05)
+    assert len(found) == 2
+    assert found[0].startswith("m onnx:int8 batch 8: engine-only img/s 90 vs baseline 100 (-10.0%")
+    assert found[1] == "m torch:fp32 batch 8: ran in the baseline, now failed: died"
+    assert regressions([_row("onnx:fp32", f1=0.7)], [_row("onnx:fp32")], 0.05)[0].startswith(
+        "m onnx:fp32 batch 8: micro-F1 0.7 vs baseline 0.8"
+    )
+    assert regressions(now, baseline, 0.5) == ["m torch:fp32 batch 8: ran in the baseline, now failed: died"]
+
+
+def test_load_baseline_rejects_other_files(tmp_path: Path) -> None:
+    for name, text in [("a.json", "{not json"), ("b.json", '{"rows": [{"x": 1}]}'), ("c.json", "[]")]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=f"--baseline .*{name}"):
+            load_baseline(tmp_path / name)
+    with pytest.raises(UserError, match="cannot read"):
+        load_baseline(tmp_path / "missing.json")
+
+
+def _results(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "environment": {"cpu": "test cpu", "commit": "abc"},
+        "config": {"latency_batch": 1},
+        "matmul_peak_gflops": 50.0,
+        "rows": rows,
+        "summary": summary_line(None, 0.99),
+        "best": None,
+        "regressions": ["m x batch 8: engine-only img/s 1 vs baseline 2"],
+        "baseline": "old/results.json",
+    }
+
+
+def test_report_folder_is_complete_and_self_contained(tmp_path: Path) -> None:
+    ok = {
+        **_row("onnx:fp32"),
+        "engine": "onnx",
+        "precision": "fp32",
+        "f1_macro": 0.5,
+        "img_per_s": 80.0,
+        "p50_ms": 10.0,
+        "p90_ms": 11.0,
+        "p99_ms": 12.0,
+        "lat1_p50_ms": 1.0,
+        "lat1_p90_ms": 1.1,
+        "lat1_p99_ms": 1.5,
+        "gflops": 20.0,
+        "peak_fraction": 0.4,
+        "cv": float("nan"),
+    }
+    skipped = {**_row("trt:fp16", "skipped: no GPU"), "engine": "trt", "precision": "fp16"}
+    del skipped["img_per_s_engine"], skipped["f1_micro"]
+    run = write_run(_results([ok, skipped]), tmp_path / "reports" / "r1")
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
+        "latency.png",
+        "pareto.png",
+        "report.html",
+        "report.md",
+        "results.csv",
+        "results.json",
+    ]
+    assert (tmp_path / "reports" / "latest").resolve() == run.resolve()
+    table = pd.read_csv(run / "results.csv")
+    assert list(table.columns) == COLUMNS and table["status"].tolist() == ["ok", "skipped: no GPU"]
+    data = json.loads((run / "results.json").read_text())  # NaN became null: strict JSON
+    assert data["rows"][0]["cv"] is None and data["environment"]["cpu"] == "test cpu"
+    page = (run / "report.html").read_text()
+    assert_self_contained(page)
+    assert page.count("<img ") == 2 and all(
+        s.startswith("data:image/png;base64,") for s in re.findall(r"src='([^']*)'", page)
+    )
+    assert "test cpu" in page and "no cell qualified" in page and "engine-only img/s 1 vs baseline 2" in page
+    md = (run / "report.md").read_text()
+    assert "| m | trt:fp16 | 8 | - |" in md and "skipped: no GPU |" in md and "| 100.0 (-" in md
+
+
+def test_markdown_table_shows_reasons() -> None:
+    rows = [{"backbone": "m", "cell": "onnx:int8", "batch_size": 4, "status": "skipped: model.int8.onnx not found"}]
+    assert markdown_table(rows).splitlines()[-1] == (
+        "| m | onnx:int8 | 4 | - | - | - | - | - | - | - | -/- | -/- | - | - | skipped: model.int8.onnx not found |"
+    )
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["<img src='https://cdn.example/x.png'>", "<link href='style.css'>", "<style>@import 'x.css'</style>",
+     "<script src=\"//cdn.example/lib.js\"></script>", "<div style='background:url(x.png)'>"],
+)  # fmt: skip
+def test_self_contained_check_catches_external_references(page: str) -> None:
+    with pytest.raises(AssertionError):
+        assert_self_contained(page)
+    assert_self_contained("<img src='data:image/png;base64,iVBOR//w=='><a href='#top'>top</a>")

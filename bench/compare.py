@@ -1,0 +1,72 @@
+"""Regression gate: compare a run's cells with an earlier ``results.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import UserError
+
+#: columns compared with the baseline: (column, what it is)
+GATED = (("img_per_s_engine", "engine-only img/s"), ("f1_micro", "micro-F1"))
+
+
+def parse_tolerance(text: str) -> float:
+    """``"5%"`` or ``"5"`` -> 0.05.
+
+    Raises:
+        UserError: not a percentage in [0, 100).
+    """
+    try:
+        value = float(str(text).strip().rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 100 or not math.isfinite(value):
+        raise UserError(f"--fail-on-regression {text!r}: give a percentage such as 5%")
+    return value / 100
+
+
+def load_baseline(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of an earlier run's ``results.json``.
+
+    Raises:
+        UserError: missing, unreadable or not a bench results file.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"--baseline {path}: cannot read it as JSON ({type(exc).__name__})") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and {"backbone", "cell", "batch_size", "status"} <= set(r) for r in rows
+    ):
+        raise UserError(f"--baseline {path}: not a bench results.json (expected 'rows' of bench cells)")
+    return rows
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, int]:
+    return str(row["backbone"]), str(row["cell"]), int(row["batch_size"])
+
+
+def regressions(rows: list[dict[str, Any]], baseline: list[dict[str, Any]], tolerance: float) -> list[str]:
+    """One line per regression: a cell that ran in the baseline and now does not, or whose engine-only
+    throughput or micro-F1 is below ``(1 - tolerance)`` x the baseline's. Cells only in one run are ignored."""
+    before = {_key(r): r for r in baseline if r["status"] == "ok"}
+    found = []
+    for row in rows:
+        old = before.get(_key(row))
+        if old is None:
+            continue
+        name = f"{row['backbone']} {row['cell']} batch {row['batch_size']}"
+        if row["status"] != "ok":
+            found.append(f"{name}: ran in the baseline, now {row['status']}")
+            continue
+        for column, what in GATED:
+            if isinstance(old.get(column), (int, float)) and row.get(column, 0) < (1 - tolerance) * old[column]:
+                found.append(
+                    f"{name}: {what} {row[column]:.4g} vs baseline {old[column]:.4g} "
+                    f"({row[column] / old[column] - 1:+.1%}, tolerance {tolerance:.0%})"
+                )
+    return found

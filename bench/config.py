@@ -1,0 +1,97 @@
+"""``configs/bench.yaml``: the matrix (backbones x cells x batch sizes) and the timing method."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from runtime.artifacts import PRECISIONS
+from runtime.engines import ENGINE_NAMES
+from runtime.errors import UserError
+from runtime.tta import TTA_MODES
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """One column of the matrix: an engine at a precision, optionally with test-time augmentation.
+
+    Written ``engine[:precision][@tta]`` in the config, e.g. ``onnx:int8`` or ``openvino@hflip``.
+    """
+
+    engine: str
+    precision: str = "fp32"
+    tta: str = "none"
+
+    @classmethod
+    def parse(cls, text: str, source: str = "bench config") -> CellSpec:
+        """Parse ``engine[:precision][@tta]``.
+
+        Raises:
+            UserError: unknown engine, precision or TTA name.
+        """
+        head, _, tta = str(text).partition("@")
+        engine, _, precision = head.partition(":")
+        spec = cls(engine.strip(), precision.strip() or "fp32", tta.strip() or "none")
+        if spec.engine not in ENGINE_NAMES or spec.precision not in PRECISIONS or spec.tta not in TTA_MODES:
+            raise UserError(
+                f"{source}: cell {text!r} is not engine[:precision][@tta] with engine in {', '.join(ENGINE_NAMES)}, "
+                f"precision in {', '.join(PRECISIONS)}, tta in {', '.join(TTA_MODES)}"
+            )
+        return spec
+
+    @property
+    def label(self) -> str:
+        """``engine:precision`` plus ``@tta`` when TTA is on (the ``cell`` column of the report)."""
+        return f"{self.engine}:{self.precision}" + (f"@{self.tta}" if self.tta != "none" else "")
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Keys of ``configs/bench.yaml`` (see the comments there)."""
+
+    data: str = "data/elpv"
+    csv: str = "test.csv"
+    labels: str = "test_labels.csv"
+    models: list[str] = dataclasses.field(default_factory=list)
+    engines: list[str] = dataclasses.field(default_factory=lambda: ["torch", "onnx"])  # engine[:precision][@tta]
+    # ensemble cells: YAML files (runtime.predict --ensemble format) or folds:<model>[:engine[:precision]]
+    ensembles: list[str] = dataclasses.field(default_factory=list)
+    batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [32])
+    latency_batch: int = 1  # latency is also measured at this batch size (0: off)
+    threads: int | None = None
+    workers: int = 2
+    min_seconds: float = 3.0  # engine-only timing per cell and batch size, split over the rounds
+    rounds: int = 3  # interleaved repeats: every cell is timed once per round
+    warmup: int = 3  # untimed runs before timing
+    cv_warn: float = 0.05  # warn when the rounds' throughput varies more than this (coefficient of variation)
+    min_f1_ratio: float = 0.99
+    build_missing: bool = False  # export artifacts that a requested cell needs and that do not exist yet
+    export_config: str = "configs/export.yaml"
+    matmul_peak: bool = True  # measure this machine's FP32 matmul GFLOP/s for the GFLOP/s fraction
+    artifacts: str = "artifacts"
+    out: str = "reports"
+
+    def validate(self, source: str) -> None:
+        """Raises UserError naming a bad key."""
+        for text in self.engines:
+            CellSpec.parse(text, f"{source}: key 'engines'")
+        if not self.engines and not self.ensembles:
+            raise UserError(f"{source}: key 'engines' (or 'ensembles') must list at least one cell")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UserError(f"{source}: key 'batch_sizes' must list sizes >= 1")
+        if self.latency_batch < 0:
+            raise UserError(f"{source}: key 'latency_batch' must be >= 0")
+        if self.min_seconds <= 0 or self.rounds < 1 or self.warmup < 0:
+            raise UserError(f"{source}: 'min_seconds' must be > 0, 'rounds' >= 1 and 'warmup' >= 0")
+        if not 0 < self.min_f1_ratio <= 1:
+            raise UserError(f"{source}: key 'min_f1_ratio' must be in (0, 1]")
+        for path in self.ensembles:
+            if path.startswith("folds:"):
+                CellSpec.parse(path.split(":", 2)[2] if path.count(":") > 1 else "onnx", f"{source}: {path}")
+            elif not Path(path).is_file():
+                raise UserError(f"{source}: key 'ensembles': {path} not found")
+
+    @property
+    def cells(self) -> list[CellSpec]:
+        """The parsed ``engines`` entries."""
+        return [CellSpec.parse(t) for t in self.engines]

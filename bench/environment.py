@@ -1,0 +1,124 @@
+"""What the bench ran on: CPU model and flags, GPU and driver, library versions, commit and date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+#: CPU flags that decide which kernels the engines can use (SIMD width, INT8 dot products, bf16, AMX)
+CPU_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "sve",
+)
+
+#: distributions whose versions are reported (the first installed name of each tuple)
+LIBRARIES = {
+    "torch": ("torch",),
+    "timm": ("timm",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+    "openvino": ("openvino",),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
+    "numpy": ("numpy",),
+}
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model name, the relevant :data:`CPU_FLAGS` present, logical cores and cores this process may use."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                name = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags = set(value.split())
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": name,
+        "cpu_flags": " ".join(f for f in CPU_FLAGS if f in flags),
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": usable,
+    }
+
+
+def gpu_info() -> str:
+    """``"<name> (driver <version>, <memory>)"`` per GPU from ``nvidia-smi``, or ``"none"``."""
+    if shutil.which("nvidia-smi") is None:
+        return "none"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "none (nvidia-smi failed)"
+    gpus = [line.split(", ") for line in out.strip().splitlines() if line.strip()]
+    return "; ".join(f"{g[0]} (driver {g[1]}, {g[2]})" for g in gpus if len(g) >= 3) or "none"
+
+
+def library_versions() -> dict[str, str]:
+    """Installed version of each of :data:`LIBRARIES` (``"not installed"`` otherwise)."""
+    versions = {}
+    for key, names in LIBRARIES.items():
+        versions[key] = "not installed"
+        for name in names:
+            try:
+                versions[key] = importlib.metadata.version(name)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """Short commit hash of ``cwd`` with ``-dirty`` when files are modified, or ``"unknown"``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment() -> dict[str, Any]:
+    """Everything above plus OS, Python and the local date and time (ISO 8601)."""
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        **cpu_info(),
+        "gpu": gpu_info(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        **library_versions(),
+    }

@@ -1,0 +1,247 @@
+"""One bench cell in its own process: its engines stay open while the parent interleaves timing rounds.
+
+A process per cell gives each cell its own peak resident memory (``ru_maxrss``), keeps one backend's threads and
+allocations out of another's numbers, and turns a crash (out of memory, a segfault in a native library) into a
+recorded failure instead of the end of the matrix. The parent talks to it through :class:`CellProcess`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.engines import create_engine
+from runtime.engines.base import Engine
+from runtime.errors import UserError, one_line
+from runtime.pipeline import softmax, stream_batches
+from runtime.preprocess import preprocess_image
+from runtime.tta import five_crop_views, tta_probs
+
+
+class CellFailed(Exception):
+    """The cell could not run; ``str()`` is the one-line reason recorded in the report."""
+
+
+class CellRunner:
+    """The engines of one cell (one member, or several for an ensemble) and the ways of timing them.
+
+    Args:
+        members: ``{model, engine, precision, weight}`` dicts (``runtime.predict``'s ensemble format).
+        tta: a :data:`runtime.tta.TTA_MODES` name.
+        device, threads: passed to every engine.
+
+    Raises:
+        UserError: an engine cannot open its artifact, or members have different class lists.
+    """
+
+    def __init__(self, members: Sequence[dict[str, Any]], tta: str, device: str, threads: int | None) -> None:
+        self.tta = tta
+        self.loader = five_crop_views if tta == "five-crop" else preprocess_image
+        self.members: list[tuple[Engine, float]] = []
+        self._batches: dict[int, list[np.ndarray]] = {}
+        try:
+            for m in members:
+                engine = create_engine(
+                    m["engine"], m["model"], device=device, threads=threads, precision=m["precision"]
+                )
+                self.members.append((engine, float(m.get("weight", 1.0))))
+                first = self.members[0][0].meta.class_names
+                if engine.meta.class_names != first:
+                    raise UserError(f"ensemble member {m['model']} has other classes than the first")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names of the (first) member."""
+        return self.members[0][0].meta.class_names
+
+    def _probs(self, engine: Engine, array: np.ndarray) -> np.ndarray:
+        return softmax(engine.run(array)) if self.tta == "none" else tta_probs(engine, array, self.tta)
+
+    def predict(self, paths: Sequence[Path], batch_size: int, workers: int) -> tuple[np.ndarray, float]:
+        """End to end (files -> probabilities): float32 (N, K) weighted-mean probabilities and the wall seconds.
+
+        Raises:
+            UserError: an image cannot be read.
+        """
+        start = time.perf_counter()
+        total = np.zeros((len(paths), len(self.class_names)))
+        for engine, weight in self.members:
+            for batch in stream_batches(list(paths), engine.meta, batch_size, workers, loader=self.loader):
+                assert batch.array is not None
+                total[batch.ok] += weight * self._probs(engine, batch.array)
+        seconds = time.perf_counter() - start
+        return (total / sum(w for _, w in self.members)).astype(np.float32), seconds
+
+    def prepare(self, paths: Sequence[Path], batch_size: int) -> None:
+        """Decode one batch of ``batch_size`` images per member for :meth:`timed_runs` (paths repeat if needed)."""
+        chosen = [paths[i % len(paths)] for i in range(batch_size)]
+        self._batches[batch_size] = [
+            np.stack([self.loader(p, engine.meta) for p in chosen]) for engine, _ in self.members
+        ]
+
+    def timed_runs(self, batch_size: int, seconds: float, warmup: int, min_runs: int = 5) -> list[float]:
+        """Wall seconds of each forward pass (every member, TTA views included) on the pre-decoded batch,
+        repeated for at least ``seconds`` and ``min_runs`` runs after ``warmup`` untimed runs."""
+        arrays = self._batches[batch_size]
+
+        def step() -> None:
+            for (engine, _), array in zip(self.members, arrays, strict=True):
+                self._probs(engine, array)
+
+        for _ in range(warmup):
+            step()
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < min_runs or time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def describe(self) -> dict[str, Any]:
+        """What ran: provider, device, precision, threads (of the first member, prefixed for ensembles), and the
+        artifact size in bytes (every member; an OpenVINO ``.xml`` counts with its ``.bin``)."""
+        info = dict(self.members[0][0].describe())
+        if len(self.members) > 1:
+            info["provider"] = f"ensemble of {len(self.members)}: {info.get('provider', '')}"
+        info["artifact_bytes"] = sum(artifact_bytes(engine.artifact) for engine, _ in self.members)
+        return info
+
+    def close(self) -> None:
+        """Close every engine."""
+        for engine, _ in self.members:
+            engine.close()
+
+
+def artifact_bytes(path: Path) -> int:
+    """Size in bytes of an artifact file, with the weights file an OpenVINO ``.xml`` refers to."""
+    size = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB: ``VmHWM`` from ``/proc/self/status`` on Linux (reset by
+    exec, unlike ``ru_maxrss``, which keeps the spawning parent's size), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def gpu_memory_mib(pid: int) -> float | None:
+    """GPU memory (MiB) held by process ``pid`` according to ``nvidia-smi``; ``None`` without a GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    used = [float(b) for a, b in (line.split(",")[:2] for line in out.splitlines() if "," in line) if int(a) == pid]
+    return sum(used) if used else None
+
+
+def serve(conn: Any, members: list[dict[str, Any]], tta: str, device: str, threads: int | None) -> None:
+    """Child process: open the cell's engines, then answer ``(command, args)`` messages until ``close``.
+
+    Replies are ``("ok", value)`` or ``("error", one-line reason)``. Commands: ``predict``, ``prepare``,
+    ``time``, ``close`` (replies with the peak resident memory in MiB).
+    """
+    try:
+        runner = CellRunner(members, tta, device, threads)
+    except Exception as exc:
+        conn.send(("error", _reason(exc)))
+        return
+    conn.send(("ok", {**runner.describe(), "class_names": runner.class_names}))
+    while True:
+        command, args = conn.recv()
+        try:
+            if command == "close":
+                runner.close()
+                conn.send(("ok", peak_rss_mib()))
+                return
+            value = {"predict": runner.predict, "prepare": runner.prepare, "time": runner.timed_runs}[command](*args)
+            conn.send(("ok", value))
+        except Exception as exc:
+            conn.send(("error", _reason(exc)))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        return one_line(exc)
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" ({Path(frame[0].filename).name}:{frame[0].lineno})" if frame else ""
+    return f"{type(exc).__name__}: {one_line(exc)}{where}"
+
+
+class CellProcess:
+    """Parent side of one cell's worker process (``multiprocessing`` spawn, so CUDA and thread pools start
+    clean). Every method raises :class:`CellFailed` with the reason when the cell fails or its process dies."""
+
+    def __init__(self, members: list[dict[str, Any]], tta: str, device: str, threads: int | None) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=serve, args=(child, members, tta, device, threads), daemon=True)
+        self.process.start()
+        child.close()
+        self.info: dict[str, Any] = self._reply()
+
+    def _reply(self) -> Any:
+        try:
+            status, value = self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join(5)
+            code = self.process.exitcode
+            hint = " (killed: out of memory?)" if code is not None and code < 0 else ""
+            raise CellFailed(f"worker process died with exit code {code}{hint}") from None
+        if status != "ok":
+            self.stop()
+            raise CellFailed(value)
+        return value
+
+    def call(self, command: str, *args: Any) -> Any:
+        """Send ``command`` and wait for its value."""
+        try:
+            self.conn.send((command, args))
+        except (BrokenPipeError, OSError):
+            raise CellFailed(f"worker process died with exit code {self.process.exitcode}") from None
+        return self._reply()
+
+    def close(self) -> tuple[float, float | None]:
+        """Close the engines; returns (peak resident memory MiB, GPU memory MiB or None)."""
+        gpu = gpu_memory_mib(self.process.pid) if self.process.pid else None
+        rss = self.call("close")
+        self.stop()
+        return rss, gpu
+
+    def stop(self) -> None:
+        """End the process (after ``close``, or at once on failure)."""
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()

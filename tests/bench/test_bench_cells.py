@@ -1,0 +1,43 @@
+"""Bench cells in their worker processes: a missing artifact and a dying process are recorded, not fatal."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.config import BenchConfig
+from bench.run import run_bench
+from bench.worker import CellFailed, CellProcess
+
+
+def test_missing_artifact_is_a_recorded_skip(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(tiny_model["artifacts"], artifacts / "tiny")
+    (artifacts / "tiny" / "model.onnx").unlink()
+    cfg = BenchConfig(
+        data=str(tiny_model["data"]),
+        artifacts=str(artifacts),
+        min_seconds=0.1,
+        rounds=1,
+        batch_sizes=[4],
+        engines=["torch", "onnx", "trt:fp16"],
+        matmul_peak=False,
+    )
+    rows = run_bench(cfg)["rows"]
+    assert [r["cell"] for r in rows] == ["torch:fp32", "onnx:fp32", "trt:fp16"]
+    assert rows[0]["status"] == "ok" and 0 <= rows[0]["f1_micro"] <= 1 and rows[0]["img_per_s_engine"] > 0
+    assert rows[0]["peak_rss_mib"] > 50 and rows[0]["params_m"] > 0 and rows[0]["gmacs"] > 0
+    assert rows[1]["status"].startswith("skipped:") and "model.onnx" in rows[1]["status"]
+    assert rows[2]["status"].startswith("skipped:") and "gpu" in rows[2]["status"]
+
+
+def test_a_dying_worker_is_a_recorded_failure(tiny_model: dict[str, Path]) -> None:
+    member = {"model": str(tiny_model["artifacts"]), "engine": "onnx", "precision": "fp32", "weight": 1.0}
+    cell = CellProcess([member], "none", "cpu", None)
+    assert cell.info["provider"] == "CPUExecutionProvider"
+    cell.process.kill()  # as the kernel's out-of-memory killer would
+    with pytest.raises(CellFailed, match="worker process died with exit code -9 \\(killed: out of memory\\?\\)"):
+        cell.call("predict", [], 4, 1)
+    cell.stop()

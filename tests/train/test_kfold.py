@@ -1,0 +1,111 @@
+"""K-fold training: stratified folds, out-of-fold predictions, CV summary, resume, fold ensembles, bad FOLDS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_one_line_error, run_module
+
+from runtime.errors import UserError, run_cli
+from runtime.predict import main as predict_main
+from train.clean import read_pred_probs
+from train.kfold import make_folds
+from train.train import main as train_main
+
+
+def test_folds_are_stratified_seeded_and_cover_every_row() -> None:
+    labels = ["a"] * 10 + ["b"] * 5 + ["c"] * 3
+    folds = make_folds(labels, 3, seed=0)
+    assert sorted(set(folds)) == [0, 1, 2] and len(folds) == len(labels)
+    for k in range(3):  # every class in every fold, sizes within one of each other
+        in_fold = [lab for lab, f in zip(labels, folds, strict=True) if f == k]
+        assert set(in_fold) == {"a", "b", "c"}
+    assert (make_folds(labels, 3, seed=0) == folds).all() and not (make_folds(labels, 3, seed=1) == folds).all()
+
+
+def test_folds_larger_than_the_smallest_class_are_refused() -> None:
+    with pytest.raises(
+        UserError, match="FOLDS=4 is larger than the smallest class \\('c': 3 images\\); use FOLDS <= 3"
+    ):
+        make_folds(["a"] * 10 + ["c"] * 3, 4, seed=0)
+    with pytest.raises(UserError, match="at least 2 folds"):
+        make_folds(["a"] * 10, 1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def kfold_run(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """3-fold CV of the tiny test config on ``elpv_small`` (one epoch per fold)."""
+    work = tmp_path_factory.mktemp("kfold")
+    config = work / "cv.yaml"
+    text = tiny_model["config"].read_text().replace(str(tiny_model["work"]), str(work))
+    config.write_text(text)
+    assert run_cli(train_main, ["--model", str(config), "--folds", "3"]) == 0
+    return {"work": work, "config": config, "model": work / "artifacts" / "cv", "data": tiny_model["data"]}
+
+
+def test_every_training_image_is_in_oof_once(kfold_run: dict[str, Path]) -> None:
+    model = kfold_run["model"]
+    train = pd.read_csv(kfold_run["data"] / "train.csv")
+    oof = pd.read_csv(model / "oof.csv")
+    classes = sorted(train["label"].unique())
+    assert list(oof.columns) == ["image_id", "label", *classes]
+    assert oof["image_id"].tolist() == train["image_id"].tolist()  # every image once, in the CSV's order
+    assert oof["label"].tolist() == train["label"].tolist()
+    assert np.allclose(oof[classes].sum(axis=1), 1, atol=1e-5)
+    for k in range(3):  # each row comes from the model that never trained on it
+        fold = model / f"fold{k}"
+        assert (fold / "best.pt").is_file()
+        seen = set(pd.read_csv(fold / "fold_train.csv")["image_id"])
+        held = pd.read_csv(fold / "oof.csv")
+        assert not seen & set(held["image_id"])
+        merged = oof.set_index("image_id").loc[held["image_id"], classes].to_numpy()
+        assert np.allclose(merged, held[classes].to_numpy())
+    cv = json.loads((model / "cv.json").read_text())
+    assert cv["folds"] == 3 and sum(f["images"] for f in cv["per_fold"]) == len(train)
+    assert cv["f1_micro_mean"] == pytest.approx(np.mean([f["f1_micro"] for f in cv["per_fold"]]))
+    assert cv["f1_micro_std"] == pytest.approx(np.std([f["f1_micro"] for f in cv["per_fold"]]))
+    # the cleaning step reads these probabilities as they are
+    probs = read_pred_probs(model / "oof.csv", train, classes)
+    assert probs.shape == (len(train), len(classes))
+
+
+def test_resume_keeps_finished_folds(kfold_run: dict[str, Path]) -> None:
+    model = kfold_run["model"]
+    before = {k: (model / f"fold{k}" / "best.pt").stat().st_mtime_ns for k in range(3)}
+    oof = (model / "oof.csv").read_text()
+    (model / "fold2" / "oof.csv").unlink()  # as if the run had stopped before fold 2 finished predicting
+    assert run_cli(train_main, ["--model", str(kfold_run["config"]), "--folds", "3", "--resume"]) == 0
+    after = {k: (model / f"fold{k}" / "best.pt").stat().st_mtime_ns for k in range(3)}
+    assert after[0] == before[0] and after[1] == before[1]
+    assert (model / "fold2" / "oof.csv").is_file()
+    assert (model / "oof.csv").read_text() == oof  # fold 2 resumed from its finished last.pt: same predictions
+
+
+def test_fold_ensemble_with_one_flag(kfold_run: dict[str, Path], tmp_path: Path) -> None:
+    model, data = kfold_run["model"], kfold_run["data"]
+    common = ["--engine", "torch", "--data", str(data), "--probs", "--no-progress"]
+    assert run_cli(predict_main, [*common, "--model", str(model), "--folds", "--out", str(tmp_path / "e.csv")]) == 0
+    members = []
+    for k in range(3):
+        out = tmp_path / f"f{k}.csv"
+        assert run_cli(predict_main, [*common, "--model", str(model / f"fold{k}"), "--out", str(out)]) == 0
+        members.append(pd.read_csv(out))
+    ensemble = pd.read_csv(tmp_path / "e.csv")
+    classes = sorted(pd.read_csv(data / "train.csv")["label"].unique())
+    mean = np.mean([m[classes].to_numpy() for m in members], axis=0)
+    assert np.allclose(ensemble[classes].to_numpy(), mean, atol=1e-5)
+    assert ensemble["image_id"].tolist() == pd.read_csv(data / "test.csv")["image_id"].tolist()
+    empty = tmp_path / "nofolds"
+    shutil.copytree(model / "fold0", empty / "single")
+    proc = run_module("runtime.predict", *common, "--model", str(empty), "--folds", "--out", str(tmp_path / "x.csv"))
+    assert_one_line_error(proc, "no fold<k>/ models")
+
+
+def test_too_many_folds_is_one_line(kfold_run: dict[str, Path]) -> None:
+    proc = run_module("train", "--model", str(kfold_run["config"]), "--folds", "10")
+    assert_one_line_error(proc, "FOLDS=10 is larger than the smallest class", "use FOLDS <= 9")

@@ -1,0 +1,196 @@
+"""K-fold cross-validation (``make train MODEL=<m> FOLDS=K``): K models and their out-of-fold predictions.
+
+The training CSV (``folds_csv``, default ``train.csv``: every labelled image outside the held-out set) is cut
+into K seeded, stratified folds (scikit-learn ``StratifiedKFold``). Model k trains on the other K-1 folds and
+picks its best epoch on fold k, then predicts fold k. Outputs, in ``artifacts/<m>/``:
+
+- ``fold<k>/best.pt`` (+ ``last.pt``, ``fold_train.csv``, ``fold_valid.csv``, ``oof.csv``) per fold;
+- ``oof.csv``: ``image_id,label`` and one probability column per class, each row predicted by the one model that
+  never trained on it, in the order of the training CSV (``make clean ARGS="--set pred_probs=..."`` reads it);
+- ``cv.json``: per-fold and mean +- std micro-/macro-F1 (the fold's validation set also chose its best epoch, as
+  with early stopping, so the CV estimate is slightly optimistic).
+
+Folds that already have their ``oof.csv`` are kept with ``--resume`` (an interrupted fold resumes from its
+``last.pt``). With ``--nproc N`` each fold runs under ``torchrun`` with N processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from runtime.atomic import atomic_path, write_text
+from runtime.dataset import image_dir_for, image_paths, read_class_map, read_csv, require_dir
+from runtime.errors import UserError
+from train.config import TrainConfig
+from train.loop import f1_micro_macro
+
+
+def make_folds(labels: list[str], folds: int, seed: int) -> np.ndarray:
+    """Fold index (0..folds-1) of every row: seeded ``StratifiedKFold`` with shuffling.
+
+    Raises:
+        UserError: ``folds`` < 2, or larger than the smallest class (each fold needs one image of every class).
+    """
+    counts = pd.Series(labels).value_counts()
+    if folds < 2:
+        raise UserError(f"FOLDS={folds}: k-fold needs at least 2 folds")
+    if folds > counts.min():
+        raise UserError(
+            f"FOLDS={folds} is larger than the smallest class ({counts.idxmin()!r}: {counts.min()} images); "
+            f"use FOLDS <= {counts.min()}"
+        )
+    fold_of = np.empty(len(labels), dtype=int)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, valid) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        fold_of[valid] = k
+    return fold_of
+
+
+def fold_name(name: str, k: int) -> str:
+    """Model name of fold ``k`` (its folder under ``artifacts/``): ``<name>/fold<k>``."""
+    return f"{name}/fold{k}"
+
+
+def prepare_folds(name: str, cfg: TrainConfig, folds: int, csv_name: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read the training CSV, assign folds and write each fold's ``fold_train.csv``/``fold_valid.csv``.
+
+    Raises:
+        UserError: missing data or CSV, labels outside the class map, bad ``folds``.
+    """
+    data = require_dir(cfg.data)
+    df = read_csv(data / csv_name, require_label=True)
+    duplicated = df["image_id"][df["image_id"].duplicated()]
+    if len(duplicated):
+        raise UserError(f"{data / csv_name}: duplicate image_id {duplicated.iloc[0]!r}")
+    classes = read_class_map(data / cfg.class_map)
+    unknown = sorted(set(df["label"]) - set(classes))
+    if unknown:
+        raise UserError(f"{data / csv_name}: label {unknown[0]!r} is not in {cfg.class_map}")
+    fold_of = make_folds(df["label"].tolist(), folds, cfg.seed)
+    for k in range(folds):
+        folder = Path(cfg.artifacts) / fold_name(name, k)
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, rows in (("fold_train.csv", df[fold_of != k]), ("fold_valid.csv", df[fold_of == k])):
+            with atomic_path(folder / split) as tmp:
+                rows[["image_id", "label"]].to_csv(tmp, index=False)
+    return df, fold_of
+
+
+def fold_config(name: str, cfg: TrainConfig, k: int) -> TrainConfig:
+    """``cfg`` training on fold ``k``'s CSVs (absolute paths; images still come from ``<data>/train/``)."""
+    folder = (Path(cfg.artifacts) / fold_name(name, k)).resolve()
+    return dataclasses.replace(cfg, train_csv=str(folder / "fold_train.csv"), valid_csv=str(folder / "fold_valid.csv"))
+
+
+def predict_fold(name: str, cfg: TrainConfig, k: int) -> pd.DataFrame:
+    """Out-of-fold probabilities of fold ``k`` from its ``best.pt`` (torch engine, eval transform):
+    ``image_id,label,<class>...``; also written to ``fold<k>/oof.csv``."""
+    from runtime.engines import create_engine
+    from runtime.pipeline import predict_logits, softmax
+
+    folder = Path(cfg.artifacts) / fold_name(name, k)
+    rows = read_csv(folder / "fold_valid.csv", require_label=True)
+    paths = image_paths(image_dir_for(cfg.data, "train.csv"), rows["image_id"].tolist())
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    with create_engine("torch", folder, device=device) as engine:
+        probs = softmax(predict_logits(engine, paths, cfg.batch_size, cfg.workers, desc=f"fold {k} oof"))
+        names = engine.meta.class_names
+    out = pd.concat([rows[["image_id", "label"]].reset_index(drop=True), pd.DataFrame(probs, columns=names)], axis=1)
+    with atomic_path(folder / "oof.csv") as tmp:
+        out.to_csv(tmp, index=False)
+    return out
+
+
+def summarize_cv(oof: pd.DataFrame, fold_of: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """Per-fold and mean +- std (population std over folds) micro-/macro-F1 of the out-of-fold predictions."""
+    index = {c: i for i, c in enumerate(class_names)}
+    y = oof["label"].map(index).to_numpy()
+    pred = oof[class_names].to_numpy().argmax(1)
+    per_fold = []
+    for k in range(int(fold_of.max()) + 1):
+        micro, macro = f1_micro_macro(y[fold_of == k], pred[fold_of == k], len(class_names))
+        per_fold.append({"fold": k, "images": int((fold_of == k).sum()), "f1_micro": micro, "f1_macro": macro})
+    micro_all, macro_all = f1_micro_macro(y, pred, len(class_names))
+    micros, macros = [f["f1_micro"] for f in per_fold], [f["f1_macro"] for f in per_fold]
+    return {
+        "folds": len(per_fold),
+        "per_fold": per_fold,
+        "f1_micro_mean": float(np.mean(micros)),
+        "f1_micro_std": float(np.std(micros)),
+        "f1_macro_mean": float(np.mean(macros)),
+        "f1_macro_std": float(np.std(macros)),
+        "oof_f1_micro": micro_all,
+        "oof_f1_macro": macro_all,
+    }
+
+
+def cross_validate(
+    name: str, cfg: TrainConfig, folds: int, csv_name: str = "train.csv", resume: bool = False,
+    nproc: int = 1, relaunch: list[str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Train every fold, write ``oof.csv`` and ``cv.json``; returns the CV summary (:func:`summarize_cv`).
+
+    Args:
+        relaunch: ``python -m train`` arguments that train one fold when ``--fold k`` is appended (used under
+            ``torchrun`` when ``nproc`` > 1).
+
+    Raises:
+        UserError: bad ``folds`` for the data, or any error of :func:`train.train.train`.
+    """
+    from train.train import train
+
+    df, fold_of = prepare_folds(name, cfg, folds, csv_name)
+    parts = []
+    for k in range(folds):
+        folder = Path(cfg.artifacts) / fold_name(name, k)
+        if resume and (folder / "oof.csv").is_file() and (folder / "best.pt").is_file():
+            print(f"fold {k}: kept (oof.csv exists)", file=sys.stderr)
+            parts.append(read_csv(folder / "oof.csv", require_label=True))
+            continue
+        print(f"fold {k + 1}/{folds}: {int((fold_of != k).sum())} train / {int((fold_of == k).sum())} valid images",
+              file=sys.stderr)  # fmt: skip
+        resume_fold = resume and (folder / "last.pt").is_file()
+        if nproc > 1:
+            torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+            cmd = [
+                *torchrun,
+                "-m",
+                "train",
+                *(relaunch or []),
+                "--fold",
+                str(k),
+                *(["--resume"] if resume_fold else []),
+            ]
+            if subprocess.run(cmd).returncode != 0:
+                raise UserError(f"fold {k} failed under torchrun (see its messages above)")
+        else:
+            train(fold_name(name, k), fold_config(name, cfg, k), resume=resume_fold)
+        parts.append(predict_fold(name, cfg, k))
+    by_id = pd.concat(parts).set_index("image_id")
+    class_names = read_class_map(Path(cfg.data) / cfg.class_map)
+    oof = by_id.loc[df["image_id"]].reset_index()
+    oof["label"] = df["label"].to_numpy()
+    oof = oof[["image_id", "label", *class_names]]
+    summary = {"csv": csv_name, "seed": cfg.seed, **summarize_cv(oof, fold_of, class_names)}
+    model_dir = Path(cfg.artifacts) / name
+    with atomic_path(model_dir / "oof.csv") as tmp:
+        oof.to_csv(tmp, index=False)
+    write_text(model_dir / "cv.json", json.dumps(summary, indent=2) + "\n")
+    print(
+        f"{folds}-fold CV micro-F1 {summary['f1_micro_mean']:.4f} +- {summary['f1_micro_std']:.4f}, macro-F1 "
+        f"{summary['f1_macro_mean']:.4f} +- {summary['f1_macro_std']:.4f} -> {model_dir / 'oof.csv'}, "
+        f"{model_dir / 'cv.json'}",
+        file=sys.stderr,
+    )
+    return summary
