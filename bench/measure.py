@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,16 +42,33 @@ def summarize(rounds: Sequence[Sequence[float]], batch_size: int) -> dict[str, A
     }
 
 
-def matmul_peak_gflops(seconds: float = 2.0, n: int = 1024) -> float:
+def matmul_peak_gflops(seconds: float = 2.0, n: int = 1024, timeout: float = 120.0) -> float | None:
     """This machine's FP32 matrix-multiply rate in GFLOP/s: the best of repeated ``n x n`` float32 products
-    through NumPy's BLAS on every core (2 n^3 FLOPs each), for about ``seconds``. It is the yardstick for the
-    fraction of peak a cell achieves; INT8 or FP16 units can exceed it."""
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
-    a @ b  # warm-up: BLAS threads and buffers
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
+    through NumPy's BLAS on every core (2 n^3 FLOPs each), for about ``seconds``, in a fresh (spawned) process so
+    that no thread pool of the caller interferes. It is the yardstick for the fraction of peak a cell achieves;
+    INT8 or FP16 units can exceed it. ``None`` if the measurement failed or took longer than ``timeout``."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", _MATMUL_PEAK, str(seconds), str(n)], capture_output=True,
+                              text=True, timeout=timeout)  # fmt: skip
+        return float(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (subprocess.TimeoutExpired, OSError, ValueError, IndexError):
+        return None
+
+
+_MATMUL_PEAK = """
+import sys, time
+import numpy as np
+seconds, n = float(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+a @ b  # warm-up: BLAS threads and buffers
+best, start = 0.0, time.perf_counter()
+while time.perf_counter() - start < seconds:
+    t0 = time.perf_counter()
+    a @ b
+    best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+print(best)
+"""

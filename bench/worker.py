@@ -214,21 +214,24 @@ class CellProcess:
         try:
             status, value = self.conn.recv()
         except (EOFError, OSError):
-            self.process.join(5)
-            code = self.process.exitcode
-            hint = " (killed: out of memory?)" if code is not None and code < 0 else ""
-            raise CellFailed(f"worker process died with exit code {code}{hint}") from None
+            raise self._died() from None
         if status != "ok":
             self.stop()
             raise CellFailed(value)
         return value
 
+    def _died(self) -> CellFailed:
+        self.process.join(5)
+        code = self.process.exitcode
+        hint = " (killed: out of memory?)" if code is not None and code < 0 else ""
+        return CellFailed(f"worker process died with exit code {code}{hint}")
+
     def call(self, command: str, *args: Any) -> Any:
         """Send ``command`` and wait for its value."""
         try:
             self.conn.send((command, args))
-        except (BrokenPipeError, OSError):
-            raise CellFailed(f"worker process died with exit code {self.process.exitcode}") from None
+        except OSError:
+            raise self._died() from None
         return self._reply()
 
     def close(self) -> tuple[float, float | None]:

@@ -94,16 +94,24 @@ def test_bench_report_holds_every_cell(tiny_model: dict[str, Path], tmp_path: Pa
     baseline = tmp_path / "baseline.json"  # a doctored earlier run: onnx fp32 was 10^9 img/s
     baseline.write_text(json.dumps({"rows": [{"backbone": "tiny", "cell": "onnx:fp32", "batch_size": 4,
                                               "status": "ok", "img_per_s_engine": 1e9, "f1_micro": 0.0}]}))  # fmt: skip
-    cells = [*(f"{e}:{p}" for e, p in CPU_CELLS), "trt:fp16", "onnx@hflip"]
+    cells = [*(f"{e}:{p}" for e, p in CPU_CELLS), "trt:fp16", "onnx:fp32@hflip"]
+    ensemble = tmp_path / "pair.yaml"  # the same model through two engines: predictions equal to each member's
+    ensemble.write_text(f"members:\n  - {{model: {tiny_model['artifacts']}, engine: onnx}}\n"
+                        f"  - {{model: {tiny_model['artifacts']}, engine: torch, weight: 2}}\n")  # fmt: skip
     sets = [f"data={tiny_model['data']}", f"artifacts={tiny_model['work'] / 'artifacts'}", f"out={out}",
-            "min_seconds=0.3", "rounds=2", "warmup=1", "batch_sizes=[4]", f"engines=[{', '.join(cells)}]"]  # fmt: skip
+            "min_seconds=0.3", "rounds=2", "warmup=1", "batch_sizes=[4]", f"engines=[{', '.join(cells)}]",
+            f"ensembles=[{ensemble}]"]  # fmt: skip
     args = ["--config", str(ROOT / "configs/bench.yaml"), "--run", "r1", "--baseline", str(baseline)]
     assert run_cli(bench_main, args + [a for s in sets for a in ("--set", s)]) == 4  # the regression gate fired
     run = out / "r1"
     table = pd.read_csv(run / "results.csv")
+    pair = table.iloc[-1]
+    assert pair["backbone"] == "ensemble:pair" and pair["status"] == "ok" and pair["agreement"] == 1.0
+    assert pair["f1_micro"] == table["f1_micro"][0] and pair["reference"] == "torch:fp32"
+    table = table.iloc[:-1]
     assert table["cell"].tolist() == cells and (table["backbone"] == "tiny").all()
     status = dict(zip(table["cell"], table["status"], strict=True))
-    assert all(status[f"{e}:fp32"] == "ok" for e in ("torch", "onnx", "openvino")) and status["onnx@hflip"] == "ok"
+    assert all(status[f"{e}:fp32"] == "ok" for e in ("torch", "onnx", "openvino")) and status["onnx:fp32@hflip"] == "ok"
     for cell in ("onnx:int8", "onnx:fp16", "openvino:int8"):  # ok, or marked by the 99%-of-FP32 gate
         assert re.match(r"^(ok|failed gate: micro-F1 )", status[cell])
     assert status["trt:fp16"].startswith("skipped: ") and "gpu" in status["trt:fp16"]

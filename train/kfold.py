@@ -99,7 +99,7 @@ def predict_fold(name: str, cfg: TrainConfig, k: int) -> pd.DataFrame:
 
     folder = Path(cfg.artifacts) / fold_name(name, k)
     rows = read_csv(folder / "fold_valid.csv", require_label=True)
-    paths = image_paths(image_dir_for(cfg.data, "train.csv"), rows["image_id"].tolist())
+    paths = image_paths(image_dir_for(cfg.data, "fold_valid.csv"), rows["image_id"].tolist())  # as in training
     import torch
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
@@ -181,7 +181,8 @@ def cross_validate(
     class_names = read_class_map(Path(cfg.data) / cfg.class_map)
     oof = by_id.loc[df["image_id"]].reset_index()
     oof["label"] = df["label"].to_numpy()
-    oof = oof[["image_id", "label", *class_names]]
+    # float32 like a fresh prediction, also for folds read back from their oof.csv
+    oof = oof[["image_id", "label", *class_names]].astype(dict.fromkeys(class_names, "float32"))
     summary = {"csv": csv_name, "seed": cfg.seed, **summarize_cv(oof, fold_of, class_names)}
     model_dir = Path(cfg.artifacts) / name
     with atomic_path(model_dir / "oof.csv") as tmp:
