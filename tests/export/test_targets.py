@@ -205,15 +205,3 @@ def test_verify_fails_a_truncated_artifact_and_records_engines_apart(
     record = json.loads((artifacts / "tiny" / "verify.json").read_text())
     assert record["model.fp16.onnx"]["passed"] is False and "cannot load" in record["model.fp16.onnx"]["error"]
     assert "model.int8.onnx" in record and "model.int8.onnx (openvino)" in record
-
-
-def test_bench_gate_marks_degraded_cells() -> None:
-    from bench.run import apply_gate
-
-    cells = [
-        {"precision": "fp32", "status": "ok", "f1_micro": 0.80},
-        {"precision": "int8", "status": "ok", "f1_micro": 0.795},
-        {"precision": "int8", "status": "ok", "f1_micro": 0.70},
-    ]
-    out = apply_gate(cells, 0.99)
-    assert [c["status"].split(":")[0] for c in out] == ["ok", "ok", "failed gate"]
