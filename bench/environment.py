@@ -61,22 +61,22 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
-def gpu_info() -> str:
-    """``"<name> (driver <version>, <memory>)"`` per GPU from ``nvidia-smi``, or ``"none"``."""
+def nvidia_smi(*query: str) -> str | None:
+    """stdout of ``nvidia-smi <query> --format=csv,noheader,nounits``; ``None`` without nvidia-smi or on failure."""
     if shutil.which("nvidia-smi") is None:
-        return "none"
+        return None
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
+        return subprocess.run(["nvidia-smi", *query, "--format=csv,noheader,nounits"], capture_output=True,
+                              text=True, timeout=20, check=True).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return "none (nvidia-smi failed)"
-    gpus = [line.split(", ") for line in out.strip().splitlines() if line.strip()]
-    return "; ".join(f"{g[0]} (driver {g[1]}, {g[2]})" for g in gpus if len(g) >= 3) or "none"
+        return None
+
+
+def gpu_info() -> str:
+    """``"<name> (driver <version>, <memory> MiB)"`` per GPU from ``nvidia-smi``, or ``"none"``."""
+    out = nvidia_smi("--query-gpu=name,driver_version,memory.total")
+    gpus = [[f.strip() for f in line.split(",")] for line in (out or "").strip().splitlines() if line.strip()]
+    return "; ".join(f"{g[0]} (driver {g[1]}, {g[2]} MiB)" for g in gpus if len(g) >= 3) or "none"
 
 
 def library_versions() -> dict[str, str]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
-import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.environment import nvidia_smi
 from runtime.engines import create_engine
 from runtime.engines.base import Engine
 from runtime.errors import UserError, one_line
@@ -149,19 +148,9 @@ def peak_rss_mib() -> float:
 
 def gpu_memory_mib(pid: int) -> float | None:
     """GPU memory (MiB) held by process ``pid`` according to ``nvidia-smi``; ``None`` without a GPU."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    used = [float(b) for a, b in (line.split(",")[:2] for line in out.splitlines() if "," in line) if int(a) == pid]
+    out = nvidia_smi("--query-compute-apps=pid,used_memory") or ""
+    rows = [line.split(",")[:2] for line in out.splitlines() if "," in line]
+    used = [float(mib) for p, mib in rows if p.strip().isdigit() and int(p) == pid]
     return sum(used) if used else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,18 @@ def test_self_contained_check_catches_external_references(page: str) -> None:
     with pytest.raises(AssertionError):
         assert_self_contained(page)
     assert_self_contained("<img src='data:image/png;base64,iVBOR//w=='><a href='#top'>top</a>")
+
+
+def test_gpu_queries_parse_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.environment import gpu_info
+    from bench.worker import gpu_memory_mib
+
+    fake = tmp_path / "nvidia-smi"  # answers like the real tool (csv, noheader, nounits)
+    fake.write_text('#!/bin/sh\ncase "$1" in --query-gpu*) echo "NVIDIA L4, 570.86, 23034";;\n'
+                    '*) echo "4242, 1536"; echo "77, 100";; esac\n')  # fmt: skip
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert gpu_info() == "NVIDIA L4 (driver 570.86, 23034 MiB)"
+    assert gpu_memory_mib(4242) == 1536.0 and gpu_memory_mib(1) is None
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert gpu_info() == "none" and gpu_memory_mib(4242) is None
