@@ -304,7 +304,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     costs: dict[str, dict[str, Any]] = {}
     for folder in {str(Path(m["model"]).resolve()) for c in cells for m in c.members}:
         checkpoint = Path(folder) / "best.pt" if Path(folder).is_dir() else Path(folder).with_name("best.pt")
-        costs[folder] = model_cost(checkpoint) if checkpoint.is_file() else {}
+        try:
+            costs[folder] = model_cost(checkpoint) if checkpoint.is_file() else {}
+        except UserError:  # an unreadable checkpoint: its cells record the reason themselves
+            costs[folder] = {}
     for group in dict.fromkeys(c.backbone for c in cells):  # one backbone's cells are alive together
         mine = [c for c in cells if c.backbone == group]
         for cell in mine:
