@@ -23,7 +23,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 from bench.compare import load_baseline, parse_tolerance, regressions
 from bench.config import BenchConfig, CellSpec
@@ -36,6 +35,7 @@ from runtime.artifacts import artifact_file
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import image_dir_for, image_paths, read_csv, require_dir
 from runtime.errors import ArgumentParser, UserError, description, one_line
+from train.loop import f1_micro_macro
 
 #: forward passes per image for each TTA mode
 TTA_VIEWS = {"none": 1, "hflip": 2, "hflip+vflip": 3, "five-crop": 5}
@@ -172,9 +172,7 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
         cell.probs, _ = cell.process.call("predict", paths, cell.batch_size, cfg.workers)
         index = {n: i for i, n in enumerate(names)}
         y, pred = np.array([index[t] for t in targets]), cell.probs.argmax(1)
-        labels = list(range(len(names)))
-        cell.row["f1_micro"] = float(f1_score(y, pred, labels=labels, average="micro", zero_division=0))
-        cell.row["f1_macro"] = float(f1_score(y, pred, labels=labels, average="macro", zero_division=0))
+        cell.row["f1_micro"], cell.row["f1_macro"] = f1_micro_macro(y, pred, len(names))
         cell.row["_truth"], cell.row["_names"] = y, names
         for bs in {cell.batch_size, cfg.latency_batch} - {0}:
             cell.process.call("prepare", paths, bs)

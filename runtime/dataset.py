@@ -111,6 +111,13 @@ def image_paths(image_dir: str | os.PathLike, ids: list[str]) -> list[Path]:
     return paths  # type: ignore[return-value]
 
 
+def require_unique_ids(df: pd.DataFrame, source: str | os.PathLike) -> None:
+    """Raise UserError naming the first ``image_id`` that occurs twice in ``df`` (read from ``source``)."""
+    duplicated = df["image_id"][df["image_id"].duplicated()]
+    if len(duplicated):
+        raise UserError(f"{source}: duplicate image_id {duplicated.iloc[0]!r}")
+
+
 def read_class_map(path: str | os.PathLike) -> list[str]:
     """Read a class-map JSON (``{class name: index}``) and return the names ordered by index.
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from runtime.atomic import atomic_path, write_text
 from runtime.config import load_config, parse_overrides
-from runtime.dataset import read_csv, require_dir
+from runtime.dataset import read_csv, require_dir, require_unique_ids
 from runtime.errors import ArgumentParser, UserError, description, run_cli, short_reason
 from runtime.preprocess import open_rgb
 from train.outliers import METHODS, run_method
@@ -85,10 +85,7 @@ def load_features(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
         raise UserError(f"{folder}: features.npy has {len(features)} rows but index.csv {len(index)}: not aligned")
     if not np.isfinite(features).all():
         raise UserError(f"{path}: contains NaN or infinite values; recompute the features")
-    if index["image_id"].duplicated().any():
-        raise UserError(
-            f"{folder / 'index.csv'}: duplicate image_id {index['image_id'][index['image_id'].duplicated()].iloc[0]!r}"
-        )
+    require_unique_ids(index, folder / "index.csv")
     return features.astype(np.float32), index
 
 
@@ -99,8 +96,7 @@ def read_pred_probs(path: str | Path, index: pd.DataFrame, class_names: list[str
         UserError: a class column or an image is missing.
     """
     df = read_csv(path)
-    if df["image_id"].duplicated().any():
-        raise UserError(f"{path}: duplicate image_id {df['image_id'][df['image_id'].duplicated()].iloc[0]!r}")
+    require_unique_ids(df, path)
     df = df.set_index("image_id")
     missing = [c for c in class_names if c not in df.columns]
     if missing:

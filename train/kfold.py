@@ -28,7 +28,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from runtime.atomic import atomic_path, write_text
-from runtime.dataset import image_dir_for, image_paths, read_class_map, read_csv, require_dir
+from runtime.dataset import image_dir_for, image_paths, read_class_map, read_csv, require_dir, require_unique_ids
 from runtime.errors import UserError
 from train.config import TrainConfig
 from train.loop import f1_micro_macro
@@ -68,9 +68,7 @@ def prepare_folds(name: str, cfg: TrainConfig, folds: int, csv_name: str) -> tup
     """
     data = require_dir(cfg.data)
     df = read_csv(data / csv_name, require_label=True)
-    duplicated = df["image_id"][df["image_id"].duplicated()]
-    if len(duplicated):
-        raise UserError(f"{data / csv_name}: duplicate image_id {duplicated.iloc[0]!r}")
+    require_unique_ids(df, data / csv_name)
     classes = read_class_map(data / cfg.class_map)
     unknown = sorted(set(df["label"]) - set(classes))
     if unknown:
