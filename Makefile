@@ -47,7 +47,7 @@ else
 endif
 
 export: $(STAMP)  ## export artifacts/$(MODEL)/best.pt to verified ONNX/INT8/FP16/OpenVINO (TARGETS=..., PRECISION=... for trt, FOLDS=k: every fold)
-	$(PY) -m export --model $(MODEL) --data $(DATA) $(if $(FOLDS),--folds) $(if $(TARGETS),--targets $(TARGETS)) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
+	$(PY) -m export --model $(MODEL) --data $(DATA) $(if $(FOLDS),--folds $(FOLDS)) $(if $(TARGETS),--targets $(TARGETS)) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
 
 verify: $(STAMP)  ## re-verify every exported artifact of MODEL against its checkpoint
 	$(PY) -m export.verify --model $(MODEL) --data $(DATA) $(ARGS)

@@ -28,8 +28,8 @@ def parse_tolerance(text: str) -> float:
     return value / 100
 
 
-def load_baseline(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of an earlier run's ``results.json``.
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """An earlier run's ``results.json`` (``rows``, ``config``, ...).
 
     Raises:
         UserError: missing, unreadable or not a bench results file.
@@ -43,7 +43,25 @@ def load_baseline(path: str | Path) -> list[dict[str, Any]]:
         isinstance(r, dict) and {"backbone", "cell", "batch_size", "status"} <= set(r) for r in rows
     ):
         raise UserError(f"--baseline {path}: not a bench results.json (expected 'rows' of bench cells)")
-    return rows
+    return data
+
+
+def check_same_held_out(baseline: dict[str, Any], config: dict[str, Any], images: int, path: str | Path) -> None:
+    """Refuse a baseline measured on another held-out set: its ``data``, ``csv``, ``labels`` or image count differ.
+
+    Raises:
+        UserError: naming the first difference.
+    """
+    old = baseline.get("config") or {}
+    for key in ("data", "csv", "labels"):
+        if old.get(key) != config.get(key):
+            raise UserError(
+                f"--baseline {path}: measured with {key} {old.get(key)!r}, this run uses {config.get(key)!r}; "
+                f"compare runs on the same held-out set"
+            )
+    counts = {r.get("images") for r in baseline["rows"] if r.get("images")}
+    if counts and counts != {images}:
+        raise UserError(f"--baseline {path}: measured on {sorted(counts)[0]} images, this run on {images}")
 
 
 def _key(row: dict[str, Any]) -> tuple[str, str, int]:

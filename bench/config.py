@@ -54,7 +54,7 @@ class BenchConfig:
     labels: str = "test_labels.csv"
     models: list[str] = dataclasses.field(default_factory=list)
     engines: list[str] = dataclasses.field(default_factory=lambda: ["torch", "onnx"])  # engine[:precision][@tta]
-    # ensemble cells: YAML files (runtime.predict --ensemble format) or folds:<model>[:engine[:precision]]
+    # ensemble cells: YAML files (runtime.predict --ensemble format) or folds:<model>[:engine[:precision]], each [@tta]
     ensembles: list[str] = dataclasses.field(default_factory=list)
     batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [32])
     latency_batch: int = 1  # latency is also measured at this batch size (0: off)
@@ -85,11 +85,19 @@ class BenchConfig:
             raise UserError(f"{source}: 'min_seconds' must be > 0, 'rounds' >= 1 and 'warmup' >= 0")
         if not 0 < self.min_f1_ratio <= 1:
             raise UserError(f"{source}: key 'min_f1_ratio' must be in (0, 1]")
-        for path in self.ensembles:
-            if path.startswith("folds:"):
-                CellSpec.parse(path.split(":", 2)[2] if path.count(":") > 1 else "onnx", f"{source}: {path}")
-            elif not Path(path).is_file():
-                raise UserError(f"{source}: key 'ensembles': {path} not found")
+        for entry in self.ensembles:
+            head, _, tta = str(entry).partition("@")
+            if head.startswith("folds:"):
+                _, model, *rest = head.split(":", 2)
+                if not model:
+                    raise UserError(f"{source}: key 'ensembles': {entry!r} needs a model, folds:<model>[:engine]")
+                CellSpec.parse((rest[0] if rest else "onnx") + (f"@{tta}" if tta else ""), f"{source}: {entry}")
+            elif not Path(head).is_file():
+                raise UserError(f"{source}: key 'ensembles': {head} not found")
+            elif tta and tta not in TTA_MODES:
+                raise UserError(
+                    f"{source}: key 'ensembles': {entry!r}: TTA {tta!r} is not one of {', '.join(TTA_MODES)}"
+                )
 
     @property
     def cells(self) -> list[CellSpec]:

@@ -36,13 +36,15 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def pareto_png(rows: list[dict[str, Any]]) -> bytes | None:
     """micro-F1 vs engine-only img/s (log x): marker per engine, colour per backbone, failed-gate cells hollow,
-    and the Pareto front of the cells that passed. ``None`` if no cell has both numbers."""
+    the Pareto front of the cells that passed, and each point numbered with a key beside the axes. ``None`` if
+    no cell has both numbers."""
     measured = [r for r in rows if "img_per_s_engine" in r and "f1_micro" in r]
     if not measured:
         return None
     colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(dict.fromkeys(r["backbone"] for r in measured))}
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for r in measured:
+    key = []
+    for n, r in enumerate(measured, 1):
         passed = r["status"] == "ok"
         ax.scatter(
             r["img_per_s_engine"],
@@ -52,13 +54,11 @@ def pareto_png(rows: list[dict[str, Any]]) -> bytes | None:
             facecolors=colours[r["backbone"]] if passed else "none",
             edgecolors=colours[r["backbone"]],
         )
+        # a number by the point and its name in a key beside the axes: long labels of close cells would overlap
         ax.annotate(
-            f"{r['cell']} b{r['batch_size']}",
-            (r["img_per_s_engine"], r["f1_micro"]),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
+            str(n), (r["img_per_s_engine"], r["f1_micro"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
         )
+        key.append(f"{n}: {r['backbone']} {r['cell']} b{r['batch_size']}")
     ok = [r for r in measured if r["status"] == "ok"]
     front = [ok[i] for i in pareto_front([(r["img_per_s_engine"], r["f1_micro"]) for r in ok])]
     if front:
@@ -75,6 +75,7 @@ def pareto_png(rows: list[dict[str, Any]]) -> bytes | None:
     ax.set_title("F1 vs throughput (hollow: failed the F1 gate)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, fontsize=7, va="top", ha="left", family="monospace")
     return _png(fig)
 
 

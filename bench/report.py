@@ -82,8 +82,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         engine = (
             (
-                f"{_num(r, 'img_per_s_engine', '.1f')} ({_num(r, 'img_per_s_engine_min', '.0f')}-"
-                f"{_num(r, 'img_per_s_engine_max', '.0f')})"
+                f"{_num(r, 'img_per_s_engine', '.1f')} ({_num(r, 'img_per_s_engine_min', '.1f')}-"
+                f"{_num(r, 'img_per_s_engine_max', '.1f')})"
             )
             if "img_per_s_engine" in r
             else "-"
@@ -118,8 +118,17 @@ def environment_lines(results: dict[str, Any]) -> list[str]:
     """``key: value`` lines of the environment block, with the measured matmul peak."""
     lines = [f"{k}: {v}" for k, v in results["environment"].items()]
     peak = results.get("matmul_peak_gflops")
+    threads = results.get("config", {}).get("threads") or "all"
+    runs = [
+        ", ".join(f"{k} {v:.1f}" for k, v in run.items() if k != "peak")
+        for run in results.get("matmul_peak_runs") or []
+        if run
+    ]
     lines.append(
-        f"FP32 matmul peak (NumPy BLAS, all cores): {peak:.1f} GFLOP/s" if peak else "matmul peak: not measured"
+        f"FP32 matmul peak ({threads} threads, best of NumPy BLAS and ONNX Runtime sgemm at start and end of the "
+        f"run: {'; '.join(runs)}): {peak:.1f} GFLOP/s"
+        if peak
+        else "matmul peak: not measured"
     )
     return lines
 
@@ -152,8 +161,10 @@ def render_html(
 ) -> str:
     """report.html with the plots inlined as data: URIs and no external reference (works offline, mails well)."""
     esc = html.escape
-    table = pd.DataFrame(public_rows(rows), columns=COLUMNS).to_html(
-        index=False, na_rep="-", float_format="{:.4g}".format
+    table = (
+        pd.DataFrame(public_rows(rows), columns=COLUMNS)
+        .map(lambda v: "-" if v is None or v == "" or pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else v)
+        .to_html(index=False)
     )
     body = [
         f"<h1>Bench report</h1><pre>{esc(chr(10).join(environment_lines(results)))}</pre>",

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.compare import load_baseline, parse_tolerance, regressions
+from bench.compare import check_same_held_out, load_baseline, parse_tolerance, regressions
 from bench.config import BenchConfig, CellSpec
 from bench.cost import model_cost
 from bench.environment import environment
@@ -59,6 +59,7 @@ class Cell:
     batch_size: int
     members: list[dict[str, Any]]
     group: str | None = None  # backbone whose torch FP32 cell is the reference (ensembles); default: backbone
+    error: str | None = None  # why the cell cannot be set up (recorded as skipped)
     row: dict[str, Any] = dataclasses.field(default_factory=dict)
     probs: np.ndarray | None = None
     process: CellProcess | None = None
@@ -128,22 +129,38 @@ def plan(cfg: BenchConfig) -> list[Cell]:
         for spec in cfg.cells:
             member = {"model": str(Path(cfg.artifacts) / model), "engine": spec.engine, "precision": spec.precision}
             cells += [Cell(model, spec, bs, [{**member, "weight": 1.0}]) for bs in cfg.batch_sizes]
+    for entry in cfg.ensembles:
+        cells += [dataclasses.replace(c, batch_size=bs) for c in [ensemble_cell(cfg, entry)] for bs in cfg.batch_sizes]
+    return cells
+
+
+def ensemble_cell(cfg: BenchConfig, entry: str) -> Cell:
+    """The cell of one ``ensembles`` entry (batch size still to set): ``folds:<model>[:engine[:precision]][@tta]``
+    (the finished k-fold run of ``<model>``) or ``<ensemble.yaml>[@tta]``. Its backbone is ``ensemble:<name>``;
+    its spec names the members' engine and precision (``mixed`` when they differ). An entry whose members cannot
+    be listed becomes a skipped cell with the reason."""
     from runtime.predict import ensemble_members, fold_models
 
-    for entry in cfg.ensembles:
-        if entry.startswith("folds:"):  # folds:<model>[:engine[:precision]]
-            _, model, *rest = entry.split(":", 2)
-            spec = CellSpec.parse(rest[0] if rest else "onnx")
+    head, _, tta = entry.partition("@")
+    tta = tta or "none"
+    try:
+        if head.startswith("folds:"):
+            _, model, *rest = head.split(":", 2)
+            spec = CellSpec.parse((rest[0] if rest else "onnx") + f"@{tta}", f"ensembles: {entry}")
             members = [{"model": m, "engine": spec.engine, "precision": spec.precision, "weight": 1.0}
                        for m in fold_models(str(Path(cfg.artifacts) / model))]  # fmt: skip
-            name, group = f"{model}:{len(members)} folds", model
-        else:
-            members = ensemble_members(SimpleNamespace(ensemble=entry, engine="onnx", precision="fp32", model=None))
-            first = Path(members[0]["model"])
-            name, group = Path(entry).stem, first.name if first.is_dir() else first.parent.name
-        label = CellSpec("ensemble", members[0]["precision"] or "fp32")
-        cells += [Cell(f"ensemble:{name}", label, bs, members, group) for bs in cfg.batch_sizes]
-    return cells
+            return Cell(f"ensemble:{model}:{len(members)} folds", spec, 0, members, model)
+        members = ensemble_members(SimpleNamespace(ensemble=head, engine="onnx", precision="fp32", model=None))
+    except UserError as exc:
+        name = head.split(":")[1] if head.startswith("folds:") else Path(head).stem
+        return Cell(f"ensemble:{name}", CellSpec("ensemble", "fp32", tta), 0, [], error=one_line(exc))
+    engines = {m["engine"] for m in members}
+    precisions = {m["precision"] or "fp32" for m in members}
+    spec = CellSpec(
+        engines.pop() if len(engines) == 1 else "mixed", precisions.pop() if len(precisions) == 1 else "mixed", tta
+    )
+    first = Path(members[0]["model"])
+    return Cell(f"ensemble:{Path(head).stem}", spec, 0, members, first.name if first.is_dir() else first.parent.name)
 
 
 def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) -> None:
@@ -158,10 +175,12 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
         "status": "ok",
         "images": len(paths),
     }
+    if cell.error:
+        cell.row["status"] = f"skipped: {cell.error}"
+        return
     try:
-        cell.process = CellProcess(
-            cell.members, cell.spec.tta, "cpu" if cell.spec.engine != "trt" else "cuda", cfg.threads
-        )
+        device = "cuda" if any(m["engine"] == "trt" for m in cell.members) else "cpu"
+        cell.process = CellProcess(cell.members, cell.spec.tta, device, cfg.threads)
         info = cell.process.info
         names = info.pop("class_names")
         unknown = sorted(set(targets) - set(names))
@@ -196,7 +215,7 @@ def _round(cell: Cell, paths: list[Path], cfg: BenchConfig, first: bool) -> None
         cell.process = None
 
 
-def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]], peak: float | None) -> None:
+def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]]) -> None:
     """Close the cell's process and turn its timings into report columns."""
     if cell.process is None:
         return
@@ -227,41 +246,61 @@ def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]], peak
         row["params_m"] = sum(c["params"] for c in member_costs) / 1e6
         row["gmacs"] = sum(c["gmacs"] for c in member_costs) * TTA_VIEWS[cell.spec.tta]
         row["gflops"] = 2 * row["gmacs"] * row["img_per_s_engine"]
-        row["peak_fraction"] = row["gflops"] / peak if peak else None
     notes = [f"noisy timing: CV {engine['cv']:.1%} > {cfg.cv_warn:.0%}"] if engine["cv"] > cfg.cv_warn else []
     row["notes"] = "; ".join(notes)
 
 
+def reference_cell(cell: Cell, done: list[Cell]) -> Cell | None:
+    """The FP32 cell (no TTA) that ``cell`` is compared with, among the cells that ran (``None``: there is none).
+
+    A reduced-precision cell compares with its own backbone (or ensemble) at FP32, torch first, else the FP32
+    cell with the best micro-F1; an FP32 cell (an engine, TTA, an ensemble) with torch FP32 of its backbone or,
+    for an ensemble, of its :attr:`Cell.group` backbone. Either falls back to the other rule.
+    """
+    names = list(dict.fromkeys([cell.backbone, cell.group or cell.backbone]))
+    plain = {
+        n: sorted(
+            (c for c in done if c.backbone == n and c.spec.precision == "fp32" and c.spec.tta == "none"),
+            key=lambda c: (c.spec.engine != "torch", -c.row["f1_micro"]),
+        )
+        for n in names
+    }
+    torch_cells = [c for n in names for c in plain[n] if c.spec.engine == "torch"]
+    others = [c for n in names for c in plain[n]]
+    order = (plain[cell.backbone] + torch_cells + others) if cell.spec.precision != "fp32" else torch_cells + others
+    return order[0] if order else None
+
+
 def compare_to_reference(cells: list[Cell], min_f1_ratio: float) -> None:
-    """Per backbone, against torch FP32 (or the best FP32 cell when torch did not run): top-1 agreement,
-    delta micro-F1, speed-up of engine-only throughput; reduced-precision cells under ``min_f1_ratio`` of the
-    reference micro-F1 are marked ``failed gate``. Ensembles compare with :attr:`Cell.group`."""
+    """Against the cell's FP32 reference (:func:`reference_cell`): top-1 agreement, delta micro-F1, speed-up of
+    engine-only throughput over the torch FP32 cell of the same backbone (or group) at the same batch size;
+    reduced-precision cells under ``min_f1_ratio`` of the reference micro-F1 are marked ``failed gate``. A
+    reduced-precision cell without a reference is marked too (its F1 cannot be verified)."""
     done = [c for c in cells if c.row["status"] == "ok"]
     for cell in done:
-        group = cell.group or cell.backbone
-        plain = [
-            c
-            for c in done
-            if c.backbone == group
-            and c.spec.precision == "fp32"
-            and c.spec.tta == "none"
-            and c.spec.engine != "ensemble"
-        ]
-        torch_cells = [c for c in plain if c.spec.engine == "torch"]
-        ref = (torch_cells or sorted(plain, key=lambda c: -c.row["f1_micro"]) or [None])[0]
+        ref = reference_cell(cell, done)
         if ref is None:
+            if cell.spec.precision != "fp32":
+                cell.row["status"] = "failed gate: no FP32 cell of this backbone ran to verify its F1 against"
             continue
-        cell.row["reference"] = ref.spec.label
+        cell.row["reference"] = ref.spec.label if ref.backbone == cell.backbone else f"{ref.backbone} {ref.spec.label}"
         cell.row["agreement"] = float((ref.probs.argmax(1) == cell.probs.argmax(1)).mean())
         cell.row["delta_f1"] = cell.row["f1_micro"] - ref.row["f1_micro"]
         cell.row["f1_ratio"] = cell.row["f1_micro"] / ref.row["f1_micro"] if ref.row["f1_micro"] else 1.0
-        same_batch = [c for c in torch_cells if c.batch_size == cell.batch_size and "img_per_s_engine" in c.row]
+        same_batch = [
+            c
+            for c in done
+            if c.backbone in (cell.backbone, cell.group or cell.backbone)
+            and c.spec == CellSpec("torch")
+            and c.batch_size == cell.batch_size
+            and "img_per_s_engine" in c.row
+        ]
         if same_batch and "img_per_s_engine" in cell.row:
             cell.row["speedup"] = cell.row["img_per_s_engine"] / same_batch[0].row["img_per_s_engine"]
         if cell.spec.precision != "fp32" and cell.row["f1_ratio"] < min_f1_ratio:
             cell.row["status"] = (
                 f"failed gate: micro-F1 {cell.row['f1_micro']:.4f} < {min_f1_ratio:.0%} of "
-                f"{ref.spec.label} {ref.row['f1_micro']:.4f}"
+                f"{cell.row['reference']} {ref.row['f1_micro']:.4f}"
             )
 
 
@@ -298,7 +337,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     paths, targets = held_out(cfg)
     cells = plan(cfg)
     env = environment()
-    peak = matmul_peak_gflops() if cfg.matmul_peak else None
+    peaks = [matmul_peak_gflops(threads=cfg.threads)] if cfg.matmul_peak else []
     costs: dict[str, dict[str, Any]] = {}
     for folder in {str(Path(m["model"]).resolve()) for c in cells for m in c.members}:
         checkpoint = Path(folder) / "best.pt" if Path(folder).is_dir() else Path(folder).with_name("best.pt")
@@ -315,7 +354,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 if cell.process is not None:
                     _round(cell, paths, cfg, first=r == 0)
         for cell in mine:
-            _finish(cell, cfg, costs, peak)
+            _finish(cell, cfg, costs)
+    if cfg.matmul_peak:  # again at the end: the best of both is the yardstick (load or clock changes lower one)
+        peaks.append(matmul_peak_gflops(threads=cfg.threads))
+    peak = max((p["peak"] for p in peaks if p), default=None)
+    for cell in cells:
+        if peak and cell.row.get("gflops"):
+            cell.row["peak_fraction"] = cell.row["gflops"] / peak
     compare_to_reference(cells, cfg.min_f1_ratio)
     rows = []
     for cell in cells:
@@ -327,6 +372,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "environment": env,
         "config": dataclasses.asdict(cfg),
         "matmul_peak_gflops": peak,
+        "matmul_peak_runs": peaks,
         "rows": rows,
         "summary": summary_line(best, cfg.min_f1_ratio),
         "best": best,
@@ -342,22 +388,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", help="results.json of an earlier run to compare with")
     p.add_argument(
         "--fail-on-regression",
-        default="5%",
         metavar="PCT",
-        help="with --baseline: exit 4 when engine-only img/s or micro-F1 drops more than this (5%%)",
+        help="with --baseline: exit 4 when engine-only img/s or micro-F1 drops more than this (default 5%%)",
     )
     args = p.parse_args(argv)
     cfg = load_config(BenchConfig, args.config, parse_overrides(args.set))
-    tolerance = parse_tolerance(args.fail_on_regression)
+    if args.fail_on_regression is not None and not args.baseline:
+        raise UserError("--fail-on-regression needs --baseline <results.json> (make bench BASELINE=...)")
+    tolerance = parse_tolerance(args.fail_on_regression or "5%")
     baseline = load_baseline(args.baseline) if args.baseline else None
     run_name = args.run or time.strftime("%Y%m%d-%H%M%S")
-    if not run_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise UserError(f"--run {run_name!r}: use letters, digits, '-', '_' and '.'")
+    if not run_name.replace("-", "").replace("_", "").replace(".", "").isalnum() or run_name.startswith("."):
+        raise UserError(f"--run {run_name!r}: use letters, digits, '-', '_' and '.' (not first)")
+    if run_name == "latest":
+        raise UserError("--run latest: that name is the link to the newest report; choose another name")
+    paths, _ = held_out(cfg)
+    if baseline is not None:
+        check_same_held_out(baseline, dataclasses.asdict(cfg), len(paths), args.baseline)
     results = run_bench(cfg)
     rows = results["rows"]
     if all(r["status"].startswith(("skipped", "failed:")) for r in rows):
         raise UserError(f"no bench cell could run, no report written (first reason: {rows[0]['status']})")
-    results["regressions"] = regressions(rows, baseline, tolerance) if baseline is not None else []
+    results["regressions"] = regressions(rows, baseline["rows"], tolerance) if baseline is not None else []
     results["baseline"] = args.baseline
     run_dir = write_run(results, Path(cfg.out) / run_name)
     print(markdown_table(rows), end="")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -160,6 +161,7 @@ def serve(conn: Any, members: list[dict[str, Any]], tta: str, device: str, threa
     Replies are ``("ok", value)`` or ``("error", one-line reason)``. Commands: ``predict``, ``prepare``,
     ``time``, ``close`` (replies with the peak resident memory in MiB).
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this process
     try:
         runner = CellRunner(members, tta, device, threads)
     except Exception as exc:
@@ -167,7 +169,11 @@ def serve(conn: Any, members: list[dict[str, Any]], tta: str, device: str, threa
         return
     conn.send(("ok", {**runner.describe(), "class_names": runner.class_names}))
     while True:
-        command, args = conn.recv()
+        try:
+            command, args = conn.recv()
+        except (EOFError, OSError):  # the parent is gone (interrupted or killed): end quietly
+            runner.close()
+            return
         try:
             if command == "close":
                 runner.close()

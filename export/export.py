@@ -28,12 +28,12 @@ from typing import Any
 from export.onnx import EXPORTERS, export_onnx, write_onnx_meta
 from export.quantize import CALIBRATION_METHODS, QUANT_TYPES, convert_fp16, quantize_int8
 from export.verify import Gates, collect_logits, judge, summary_line, update_record
-from runtime.artifacts import ARTIFACT_FILES, file_sha256
+from runtime.artifacts import ARTIFACT_FILES, file_sha256, fold_dirs
 from runtime.config import load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
 from runtime.engines import engine_class
 from runtime.engines.pytorch import TorchEngine
-from runtime.errors import ArgumentParser, UserError, description, one_line, run_cli
+from runtime.errors import ArgumentParser, UserError, description, one_line, positive_int, run_cli
 from runtime.metadata import ModelMeta
 
 TARGETS = ("onnx", "onnx-int8", "onnx-fp16", "openvino", "trt")
@@ -332,20 +332,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGETS)} (overrides the config)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="TensorRT precision (overrides trt_precision)")
     p.add_argument("--allow-degraded", action="store_true", help="install artifacts that fail their gate")
-    p.add_argument("--folds", action="store_true", help="export every fold model artifacts/<model>/fold<k>/ instead")
+    p.add_argument(
+        "--folds", nargs="?", const=0, type=positive_int, metavar="K",
+        help="export every fold model fold<k>/ of the finished k-fold run instead (K: check the fold count)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     cfg = config_from_args(
         args, targets=targets, trt_precision=args.precision, allow_degraded=True if args.allow_degraded else None
     )
     names = [args.model]
-    if args.folds:
-        folds = sorted(Path(cfg.artifacts).glob(f"{args.model}/fold*/best.pt"), key=lambda p: p.parent.name)
-        if not folds:
-            raise UserError(f"{Path(cfg.artifacts) / args.model}: no fold<k>/best.pt; train with FOLDS=k first")
-        names = [f"{args.model}/{p.parent.name}" for p in folds]
-    for name in names:
-        export_model(name, cfg)
+    if args.folds is not None:
+        folds = fold_dirs(Path(cfg.artifacts) / args.model, args.folds or None)
+        names = [f"{args.model}/{p.name}" for p in folds]
+    failed = []
+    for name in names:  # every fold is tried, as every target is
+        try:
+            export_model(name, cfg)
+        except UserError as exc:
+            if len(names) == 1:
+                raise
+            print(f"error: {name}: {one_line(exc)}", file=sys.stderr)
+            failed.append(name)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(names)} fold models did not export cleanly: {', '.join(failed)}")
     return 0
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+
+from runtime.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -40,3 +43,57 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+#: summary written by ``make train FOLDS=k`` once every fold is trained (``train.kfold``)
+CV_SUMMARY = "cv.json"
+
+
+def fold_dirs(model_dir: str | os.PathLike, folds: int | None = None) -> list[Path]:
+    """The k-fold models ``fold0/ .. fold<K-1>/`` of ``model_dir``, K read from its ``cv.json``.
+
+    ``cv.json`` is written when ``make train MODEL=<m> FOLDS=K`` finishes, so folders left by an earlier run with
+    more folds are not included. When ``cv.json`` records each fold's ``best.pt`` SHA-256, a fold retrained since
+    (an unfinished later k-fold run) is refused; a folder without ``best.pt`` (exported files only) is not checked.
+
+    Args:
+        folds: expected K (``make export FOLDS=K``); ``None`` accepts what ``cv.json`` says.
+
+    Raises:
+        UserError: no or unreadable ``cv.json``, K differs from ``folds``, a missing fold folder, or a
+            fold whose ``best.pt`` changed since ``cv.json`` was written.
+    """
+    model_dir = Path(model_dir)
+    summary_path = model_dir / CV_SUMMARY
+    train_cmd = f"`make train MODEL={model_dir.name} FOLDS=k`"
+    if not summary_path.is_file():
+        raise UserError(f"{model_dir}: no {CV_SUMMARY}, so no finished k-fold run; train with {train_cmd} first")
+    try:
+        summary = json.loads(summary_path.read_text())
+        count = int(summary["folds"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{summary_path}: unreadable k-fold summary ({exc}); train again with {train_cmd}") from None
+    if folds is not None and folds != count:
+        raise UserError(f"{summary_path}: the finished k-fold run has {count} folds, not {folds}")
+    hashes = summary.get("checkpoints_sha256") or [None] * count
+    out = []
+    for k in range(count):
+        folder = model_dir / f"fold{k}"
+        if not folder.is_dir():
+            raise UserError(f"{folder}: missing fold model (listed in {summary_path})")
+        best = folder / "best.pt"
+        if hashes[k] and best.is_file() and file_sha256(best) != hashes[k]:
+            raise UserError(
+                f"{best} was retrained after {summary_path} (an unfinished k-fold run): finish it with "
+                f"`make train MODEL={model_dir.name} FOLDS={count} RESUME=1`"
+            )
+        out.append(folder)
+    return out
+
+
+def export_command(checkpoint: Path) -> str:
+    """The ``make export`` command that rebuilds the artifacts of ``checkpoint`` (a fold model: all folds)."""
+    folder = checkpoint.parent
+    if folder.name.startswith("fold") and folder.name[4:].isdigit():
+        return f"make export MODEL={folder.parent.name} FOLDS=k"
+    return f"make export MODEL={folder.name}"

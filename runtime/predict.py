@@ -28,6 +28,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from runtime.artifacts import fold_dirs
 from runtime.atomic import write_text
 from runtime.config import parse_overrides
 from runtime.dataset import image_dir_for, read_csv, require_dir, resolve_ids
@@ -189,11 +190,14 @@ def ensemble_members(args: Any) -> list[dict[str, Any]]:
             raise UserError(f"{args.ensemble}: expected 'members:' with a list of {{model, engine, precision, weight}}")
         out = []
         for i, m in enumerate(members):
-            unknown = set(m) - {"model", "engine", "precision", "weight"} if isinstance(m, dict) else {"?"}
-            if unknown or "model" not in m:
-                raise UserError(
-                    f"{args.ensemble}: member {i + 1} needs 'model' (keys: model, engine, precision, weight)"
-                )
+            keys = "keys: model, engine, precision, weight"
+            if not isinstance(m, dict):
+                raise UserError(f"{args.ensemble}: member {i + 1} is not a mapping ({keys})")
+            unknown = sorted(set(m) - {"model", "engine", "precision", "weight"})
+            if unknown:
+                raise UserError(f"{args.ensemble}: member {i + 1} has unknown key {unknown[0]!r} ({keys})")
+            if "model" not in m:
+                raise UserError(f"{args.ensemble}: member {i + 1} needs 'model' ({keys})")
             weight = m.get("weight", 1.0)
             if not isinstance(weight, (int, float)) or weight <= 0:
                 raise UserError(f"{args.ensemble}: member {i + 1} weight must be > 0")
@@ -207,16 +211,13 @@ def ensemble_members(args: Any) -> list[dict[str, Any]]:
 
 
 def fold_models(folder: str) -> list[str]:
-    """The k-fold models ``<folder>/fold<k>/`` (``make train FOLDS=k``), in fold order.
+    """The k-fold models of a model folder (``make train FOLDS=k``), in fold order (see
+    :func:`runtime.artifacts.fold_dirs`).
 
     Raises:
-        UserError: none there.
+        UserError: no finished k-fold run there.
     """
-    folds = sorted((p for p in Path(folder).glob("fold*") if p.is_dir() and p.name[4:].isdigit()),
-                   key=lambda p: int(p.name[4:]))  # fmt: skip
-    if not folds:
-        raise UserError(f"{folder}: no fold<k>/ models; train with `make train MODEL=<m> FOLDS=k` (and export them)")
-    return [str(p) for p in folds]
+    return [str(p) for p in fold_dirs(folder)]
 
 
 def run_ensemble(

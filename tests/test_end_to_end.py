@@ -92,8 +92,10 @@ def test_onnx_copied_alone_still_runs(tiny_model: dict[str, Path], tmp_path: Pat
 def test_bench_report_holds_every_cell(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "reports"
     baseline = tmp_path / "baseline.json"  # a doctored earlier run: onnx fp32 was 10^9 img/s
-    baseline.write_text(json.dumps({"rows": [{"backbone": "tiny", "cell": "onnx:fp32", "batch_size": 4,
-                                              "status": "ok", "img_per_s_engine": 1e9, "f1_micro": 0.0}]}))  # fmt: skip
+    held_out = {"data": str(tiny_model["data"]), "csv": "test.csv", "labels": "test_labels.csv"}
+    row = {"backbone": "tiny", "cell": "onnx:fp32", "batch_size": 4, "status": "ok", "img_per_s_engine": 1e9,
+           "f1_micro": 0.0}  # fmt: skip
+    baseline.write_text(json.dumps({"config": held_out, "rows": [row]}))
     cells = [*(f"{e}:{p}" for e, p in CPU_CELLS), "trt:fp16", "onnx:fp32@hflip"]
     ensemble = tmp_path / "pair.yaml"  # the same model through two engines: predictions equal to each member's
     ensemble.write_text(f"members:\n  - {{model: {tiny_model['artifacts']}, engine: onnx}}\n"
@@ -107,7 +109,8 @@ def test_bench_report_holds_every_cell(tiny_model: dict[str, Path], tmp_path: Pa
     table = pd.read_csv(run / "results.csv")
     pair = table.iloc[-1]
     assert pair["backbone"] == "ensemble:pair" and pair["status"] == "ok" and pair["agreement"] == 1.0
-    assert pair["f1_micro"] == table["f1_micro"][0] and pair["reference"] == "torch:fp32"
+    assert pair["f1_micro"] == table["f1_micro"][0] and pair["reference"] == "tiny torch:fp32"
+    assert pair["cell"] == "mixed:fp32"  # onnx and torch members
     table = table.iloc[:-1]
     assert table["cell"].tolist() == cells and (table["backbone"] == "tiny").all()
     status = dict(zip(table["cell"], table["status"], strict=True))
@@ -123,7 +126,7 @@ def test_bench_report_holds_every_cell(tiny_model: dict[str, Path], tmp_path: Pa
                    "artifact_mib", "gmacs", "gflops", "peak_fraction"):  # fmt: skip
         assert (ran[column] > 0).all(), column
     assert (ran["p50_ms"] <= ran["p99_ms"]).all() and (ran["img_per_s_engine_min"] <= ran["img_per_s_engine"]).all()
-    assert (ran["provider"].str.len() > 0).all() and set(ran["device"]) == {"cpu"}
+    assert (ran["provider"].str.len() > 0).all() and set(ran["device"]) == {"cpu"} and (ran["threads"] >= 1).all()
     # F1 recomputed from the torch engine's own submission equals the bench's number
     sub = _predict("torch", tiny_model["artifacts"], tiny_model["data"], tmp_path / "s.csv")
     truth = pd.read_csv(tiny_model["data"] / "test_labels.csv")
@@ -132,6 +135,8 @@ def test_bench_report_holds_every_cell(tiny_model: dict[str, Path], tmp_path: Pa
     assert results["regressions"] == [next(r for r in results["regressions"] if r.startswith("tiny onnx:fp32 batch 4"))]
     assert results["summary"].startswith("fastest at >= 99% of FP32 F1: ")
     assert results["environment"]["torch"] and results["matmul_peak_gflops"] > 0
+    assert len(results["matmul_peak_runs"]) == 2  # at the start and at the end of the run
+    assert results["matmul_peak_gflops"] == max(r["peak"] for r in results["matmul_peak_runs"])
     page = (run / "report.html").read_text()
     assert "fastest at &gt;= 99% of FP32 F1" in page and page.count("<img ") == 3  # pareto, latency, best cell
     assert_self_contained(page)

@@ -10,13 +10,17 @@ picks its best epoch on fold k, then predicts fold k. Outputs, in ``artifacts/<m
 - ``cv.json``: per-fold and mean +- std micro-/macro-F1 (the fold's validation set also chose its best epoch, as
   with early stopping, so the CV estimate is slightly optimistic).
 
-Folds that already have their ``oof.csv`` are kept with ``--resume`` (an interrupted fold resumes from its
-``last.pt``). With ``--nproc N`` each fold runs under ``torchrun`` with N processes.
+Each fold folder records how it was made in ``fold.json`` (K, fold, seed, the CSV and its SHA-256, a hash of the
+training settings). With ``--resume``, folds whose record matches the current run and that have their ``oof.csv``
+are kept and an interrupted one resumes from its ``last.pt``; a fold made with another K, seed, CSV or config is
+trained again. ``cv.json`` lists the folds of the finished run (with each ``best.pt`` SHA-256), which is what
+``--folds`` ensembles and ``make export FOLDS=k`` use. With ``--nproc N`` each fold runs under ``torchrun``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -27,11 +31,17 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from runtime.artifacts import CV_SUMMARY, file_sha256
 from runtime.atomic import atomic_path, write_text
 from runtime.dataset import image_dir_for, image_paths, read_class_map, read_csv, require_dir, require_unique_ids
 from runtime.errors import UserError
 from train.config import TrainConfig
 from train.loop import f1_micro_macro
+
+#: per-fold record of how the fold was made (compared on --resume)
+FOLD_RECORD = "fold.json"
+#: config keys that do not change what a fold learns (where it runs, where outputs go, which CSVs: set per fold)
+_NOT_SETTINGS = frozenset({"train_csv", "valid_csv", "workers", "device", "runs", "artifacts", "data"})
 
 
 def make_folds(labels: list[str], folds: int, seed: int) -> np.ndarray:
@@ -64,7 +74,8 @@ def prepare_folds(name: str, cfg: TrainConfig, folds: int, csv_name: str) -> tup
     """Read the training CSV, assign folds and write each fold's ``fold_train.csv``/``fold_valid.csv``.
 
     Raises:
-        UserError: missing data or CSV, labels outside the class map, bad ``folds``.
+        UserError: missing data or CSV, labels outside the class map, ids shared with the held-out ``test.csv``,
+            bad ``folds``.
     """
     data = require_dir(cfg.data)
     df = read_csv(data / csv_name, require_label=True)
@@ -73,6 +84,16 @@ def prepare_folds(name: str, cfg: TrainConfig, folds: int, csv_name: str) -> tup
     unknown = sorted(set(df["label"]) - set(classes))
     if unknown:
         raise UserError(f"{data / csv_name}: label {unknown[0]!r} is not in {cfg.class_map}")
+    held_out = data / "test.csv"
+    if held_out.is_file() and Path(csv_name).name != held_out.name:
+        shared = set(df["image_id"]) & set(read_csv(held_out)["image_id"])
+        if shared:
+            raise UserError(
+                f"{data / csv_name}: {len(shared)} image ids are in the held-out test.csv; k-fold cuts the training "
+                f"CSV (default train.csv)"
+            )
+    elif held_out.is_file():
+        raise UserError(f"{held_out}: the held-out set cannot be cut into folds; use the training CSV (train.csv)")
     fold_of = make_folds(df["label"].tolist(), folds, cfg.seed)
     for k in range(folds):
         folder = Path(cfg.artifacts) / fold_name(name, k)
@@ -81,6 +102,37 @@ def prepare_folds(name: str, cfg: TrainConfig, folds: int, csv_name: str) -> tup
             with atomic_path(folder / split) as tmp:
                 rows[["image_id", "label"]].to_csv(tmp, index=False)
     return df, fold_of
+
+
+def fold_record(cfg: TrainConfig, folds: int, k: int, csv_name: str) -> dict[str, Any]:
+    """How fold ``k`` is made: K, fold, seed, the CSV (path and SHA-256) and a SHA-256 of the training settings
+    (every config key except where it runs and where outputs go)."""
+    csv_path = (Path(cfg.data) / csv_name).resolve()
+    settings = {key: v for key, v in dataclasses.asdict(cfg).items() if key not in _NOT_SETTINGS}
+    return {
+        "folds": folds,
+        "fold": k,
+        "seed": cfg.seed,
+        "csv": str(csv_path),
+        "csv_sha256": file_sha256(csv_path),
+        "config_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest(),
+    }
+
+
+def fold_matches(folder: Path, record: dict[str, Any]) -> bool:
+    """True when ``folder/fold.json`` exists and equals ``record`` (the fold was made by this same k-fold setup)."""
+    try:
+        return json.loads((folder / FOLD_RECORD).read_text()) == record
+    except (OSError, ValueError):
+        return False
+
+
+def start_fold(folder: Path, record: dict[str, Any]) -> None:
+    """Before training a fold from scratch: drop its out-of-fold predictions and resume state of another setup,
+    then record the new setup (``best.pt`` is replaced by the training itself)."""
+    for stale in ("oof.csv", "last.pt"):
+        (folder / stale).unlink(missing_ok=True)
+    write_text(folder / FOLD_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def fold_config(name: str, cfg: TrainConfig, k: int) -> TrainConfig:
@@ -152,13 +204,19 @@ def cross_validate(
     parts = []
     for k in range(folds):
         folder = Path(cfg.artifacts) / fold_name(name, k)
-        if resume and (folder / "oof.csv").is_file() and (folder / "best.pt").is_file():
+        record = fold_record(cfg, folds, k, csv_name)
+        same = fold_matches(folder, record)
+        if resume and same and (folder / "oof.csv").is_file() and (folder / "best.pt").is_file():
             print(f"fold {k}: kept (oof.csv exists)", file=sys.stderr)
             parts.append(read_csv(folder / "oof.csv", require_label=True))
             continue
         print(f"fold {k + 1}/{folds}: {int((fold_of != k).sum())} train / {int((fold_of == k).sum())} valid images",
               file=sys.stderr)  # fmt: skip
-        resume_fold = resume and (folder / "last.pt").is_file()
+        resume_fold = resume and same and (folder / "last.pt").is_file()
+        if resume and not same and (folder / "best.pt").is_file():
+            print(f"fold {k}: made with another FOLDS, seed, CSV or config; training it again", file=sys.stderr)
+        if not resume_fold:
+            start_fold(folder, record)
         if nproc > 1:
             torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
             cmd = [
@@ -183,9 +241,14 @@ def cross_validate(
     oof = oof[["image_id", "label", *class_names]].astype(dict.fromkeys(class_names, "float32"))
     summary = {"csv": csv_name, "seed": cfg.seed, **summarize_cv(oof, fold_of, class_names)}
     model_dir = Path(cfg.artifacts) / name
+    summary["checkpoints_sha256"] = [file_sha256(model_dir / f"fold{k}" / "best.pt") for k in range(folds)]
+    extra = sorted(p.name for p in model_dir.glob("fold*") if p.name[4:].isdigit() and int(p.name[4:]) >= folds)
+    if extra:
+        print(f"note: {', '.join(extra)} in {model_dir} are from an earlier run with more folds and are not part of "
+              f"this one (delete them if unused)", file=sys.stderr)  # fmt: skip
     with atomic_path(model_dir / "oof.csv") as tmp:
         oof.to_csv(tmp, index=False)
-    write_text(model_dir / "cv.json", json.dumps(summary, indent=2) + "\n")
+    write_text(model_dir / CV_SUMMARY, json.dumps(summary, indent=2) + "\n")
     print(
         f"{folds}-fold CV micro-F1 {summary['f1_micro_mean']:.4f} +- {summary['f1_micro_std']:.4f}, macro-F1 "
         f"{summary['f1_macro_mean']:.4f} +- {summary['f1_macro_std']:.4f} -> {model_dir / 'oof.csv'}, "

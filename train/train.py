@@ -314,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=positive_int, help="override epochs")
     p.add_argument("--resume", action="store_true", help="continue from artifacts/<model>/last.pt")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--folds", type=positive_int, help="k-fold cross-validation: K models + oof.csv (see train.kfold)")
-    p.add_argument("--folds-csv", default="train.csv", help="CSV cut into folds (default: train.csv)")
+    p.add_argument("--folds", type=int, help="k-fold cross-validation: K models + oof.csv (see train.kfold)")
+    p.add_argument("--folds-csv", help="with --folds: CSV cut into folds (default: train.csv)")
     p.add_argument("--fold", type=int, help="with --folds: train only this fold (0-based)")
     p.add_argument("--nproc", type=positive_int, default=1, help="with --folds: torchrun processes per fold")
     args = p.parse_args(argv)
@@ -326,22 +326,31 @@ def main(argv: list[str] | None = None) -> int:
         overrides["epochs"] = args.epochs
     name, cfg = load_train_config(args.model, overrides)
     if args.folds is None:
-        if args.fold is not None or args.nproc > 1:
-            raise UserError("--fold and --nproc go with --folds (plain DDP: torchrun -m train, or make train NPROC=n)")
+        if args.fold is not None or args.nproc > 1 or args.folds_csv:
+            raise UserError(
+                "--fold, --folds-csv and --nproc go with --folds (plain DDP: torchrun -m train, or make train NPROC=n)"
+            )
         train(name, cfg, resume=args.resume)
         return 0
-    from train.kfold import cross_validate, fold_config, fold_name, prepare_folds
+    if args.folds < 2:
+        raise UserError(f"FOLDS={args.folds}: k-fold needs at least 2 folds")
+    from train.kfold import cross_validate, fold_config, fold_matches, fold_name, fold_record, prepare_folds
+
+    folds_csv = args.folds_csv or "train.csv"
 
     if args.fold is None:
         relaunch = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
         relaunch = [
             a for i, a in enumerate(relaunch) if not a.startswith("--nproc") and relaunch[i - 1 : i] != ["--nproc"]
         ]
-        cross_validate(name, cfg, args.folds, args.folds_csv, args.resume, args.nproc, relaunch)
+        cross_validate(name, cfg, args.folds, folds_csv, args.resume, args.nproc, relaunch)
         return 0
     if not 0 <= args.fold < args.folds:
         raise UserError(f"--fold {args.fold}: choose 0..{args.folds - 1}")
-    prepare_folds(name, cfg, args.folds, args.folds_csv)
+    folder = Path(cfg.artifacts) / fold_name(name, args.fold)
+    if args.resume and not fold_matches(folder, fold_record(cfg, args.folds, args.fold, folds_csv)):
+        raise UserError(f"{folder}: made with another FOLDS, seed, CSV or config; train it without --resume")
+    prepare_folds(name, cfg, args.folds, folds_csv)
     train(fold_name(name, args.fold), fold_config(name, cfg, args.fold), resume=args.resume)
     return 0
 

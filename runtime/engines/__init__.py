@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime.artifacts import artifact_file, file_sha256, precisions_for
+from runtime.artifacts import artifact_file, export_command, file_sha256, precisions_for
 from runtime.engines.base import Engine
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
@@ -120,5 +120,5 @@ def check_fresh(meta: ModelMeta, checkpoint: Path, artifact: Path) -> None:
     if file_sha256(checkpoint) != meta.checkpoint_sha256:
         raise UserError(
             f"{artifact} was exported from an older {checkpoint.name} (retrained since): run "
-            f"`make export MODEL={checkpoint.parent.name}`, or pass the file itself to use it anyway"
+            f"`{export_command(checkpoint)}`, or pass the file itself to use it anyway"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -95,8 +96,20 @@ class OnnxEngine(Engine):
             "provider": self.provider,
             "device": self.device,
             "precision": self.meta.export.get("precision", "fp32"),
-            "threads": self.threads,
+            "threads": self.threads or physical_cores(),
         }
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (Linux sysfs topology; else ``os.cpu_count()``): the intra-op thread
+    count ONNX Runtime picks when none is set (ONNX Runtime docs, "Thread management")."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        topology = [Path(f"/sys/devices/system/cpu/cpu{c}/topology") for c in cpus]
+        cores = {((t / "physical_package_id").read_text(), (t / "core_id").read_text()) for t in topology}
+        return len(cores) or len(cpus)
+    except (OSError, AttributeError):
+        return os.cpu_count() or 1
 
     def close(self) -> None:
         """Drop the session."""

@@ -95,5 +95,5 @@ class OpenVINOEngine(Engine):
             "provider": f"OpenVINO {ov.get_version().split('-')[0]} CPU ({self.requests} requests)",
             "device": self.device,
             "precision": self.meta.export.get("precision", "fp32"),
-            "threads": self.threads,
+            "threads": self.threads or int(self.compiled.get_property("INFERENCE_NUM_THREADS")) or None,
         }

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from conftest import assert_self_contained
 
-from bench.compare import load_baseline, parse_tolerance, regressions
-from bench.config import CellSpec
+from bench.compare import check_same_held_out, load_baseline, parse_tolerance, regressions
+from bench.config import BenchConfig, CellSpec
 from bench.measure import matmul_peak_gflops, summarize
 from bench.plots import pareto_front
 from bench.report import COLUMNS, markdown_table, write_run
-from bench.run import Cell, best_cell, compare_to_reference, summary_line
+from bench.run import Cell, _start, best_cell, compare_to_reference, ensemble_cell, summary_line
 from runtime.errors import UserError
 
 
@@ -38,7 +38,9 @@ def test_summarize_takes_the_median_round_and_pooled_percentiles() -> None:
 
 
 def test_matmul_peak_is_positive() -> None:
-    assert matmul_peak_gflops(seconds=0.05, n=128) > 0
+    rates = matmul_peak_gflops(seconds=0.05, n=128, threads=1)
+    assert rates is not None and rates["numpy"] > 0 and rates["onnxruntime"] > 0
+    assert rates["peak"] == max(rates["numpy"], rates["onnxruntime"])
 
 
 @pytest.mark.parametrize(
@@ -66,10 +68,12 @@ def test_pareto_front_keeps_only_undominated_points() -> None:
     assert pareto_front(points) == [3, 0, 1]
 
 
-def _cell(engine: str, precision: str, f1: float, preds: list[int], speed: float, tta: str = "none") -> Cell:
-    cell = Cell("m", CellSpec(engine, precision, tta), 8, [{"model": "artifacts/m"}])
+def _cell(
+    engine: str, precision: str, f1: float, preds: list[int], speed: float, tta: str = "none", backbone: str = "m"
+) -> Cell:
+    cell = Cell(backbone, CellSpec(engine, precision, tta), 8, [{"model": "artifacts/m"}], group="m")
     cell.row = {
-        "backbone": "m",
+        "backbone": backbone,
         "cell": cell.spec.label,
         "engine": engine,
         "precision": precision,
@@ -101,6 +105,53 @@ def test_reference_agreement_gate_and_ranking() -> None:
     line = summary_line(best, 0.99)
     assert line.startswith("fastest at >= 99% of FP32 F1: m onnx:int8 batch 8: 400.0 img/s engine-only (4.00x torch")
     assert summary_line(None, 0.99).endswith("no cell qualified")
+
+
+def test_ensembles_compare_with_their_own_fp32_cell_or_fail_the_gate() -> None:
+    torch = _cell("torch", "fp32", 0.80, [0, 1, 2, 2], 100)
+    folds = _cell("onnx", "fp32", 0.84, [0, 1, 2, 2], 40, backbone="ensemble:m:5 folds")
+    folds_int8 = _cell("onnx", "int8", 0.83, [0, 1, 2, 1], 120, backbone="ensemble:m:5 folds")
+    lonely = _cell("openvino", "int8", 0.9, [0, 1, 2, 2], 500, backbone="ensemble:other")
+    lonely.group = "other"
+    compare_to_reference([torch, folds, folds_int8, lonely], 0.99)
+    assert folds.row["reference"] == "m torch:fp32" and folds.row["delta_f1"] == pytest.approx(0.04)
+    assert folds_int8.row["reference"] == "onnx:fp32" and folds_int8.row["f1_ratio"] == pytest.approx(0.83 / 0.84)
+    assert folds_int8.row["status"].startswith("failed gate: micro-F1 0.8300 < 99% of onnx:fp32 0.8400")
+    assert folds_int8.row["speedup"] == pytest.approx(1.2)  # over torch FP32 of the backbone, same batch
+    assert lonely.row["status"] == "failed gate: no FP32 cell of this backbone ran to verify its F1 against"
+
+
+def test_ensemble_cells_name_engine_precision_and_tta(tmp_path: Path) -> None:
+    model = tmp_path / "artifacts" / "m"
+    for k in range(3):
+        (model / f"fold{k}").mkdir(parents=True)
+    (model / "fold3").mkdir()  # left by an earlier run with more folds
+    (model / "cv.json").write_text(json.dumps({"folds": 3}))
+    cfg = BenchConfig(artifacts=str(tmp_path / "artifacts"))
+    cell = ensemble_cell(cfg, "folds:m:onnx:int8@hflip")
+    assert cell.backbone == "ensemble:m:3 folds" and cell.spec.label == "onnx:int8@hflip" and cell.group == "m"
+    assert [Path(m["model"]).name for m in cell.members] == ["fold0", "fold1", "fold2"]
+    assert ensemble_cell(cfg, "folds:m").spec.label == "onnx:fp32"
+    ens = tmp_path / "mix.yaml"
+    ens.write_text(
+        f"members:\n- {{model: {model / 'fold0'}, engine: onnx}}\n- {{model: {model / 'fold1'}, engine: torch}}\n"
+    )
+    mixed = ensemble_cell(cfg, f"{ens}@hflip")
+    assert mixed.backbone == "ensemble:mix" and mixed.spec.label == "mixed:fp32@hflip" and mixed.group == "fold0"
+    missing = ensemble_cell(cfg, "folds:nosuch:openvino")
+    _start(missing, [], [], cfg)  # recorded, the matrix goes on
+    assert missing.row["status"].startswith("skipped: ") and "no cv.json" in missing.row["status"]
+
+
+def test_baseline_of_another_held_out_set_is_refused() -> None:
+    baseline = {"config": {"data": "data/elpv", "csv": "test.csv", "labels": "test_labels.csv"},
+                "rows": [{"images": 656}]}  # fmt: skip
+    config = dict(baseline["config"])
+    check_same_held_out(baseline, config, 656, "b.json")
+    with pytest.raises(UserError, match="measured with data 'data/elpv', this run uses 'data/sports'"):
+        check_same_held_out(baseline, {**config, "data": "data/sports"}, 656, "b.json")
+    with pytest.raises(UserError, match="measured on 656 images, this run on 40"):
+        check_same_held_out(baseline, config, 40, "b.json")
 
 
 def test_parse_tolerance() -> None:
@@ -193,6 +244,7 @@ def test_report_folder_is_complete_and_self_contained(tmp_path: Path) -> None:
     assert page.count("<img ") == 2 and all(
         s.startswith("data:image/png;base64,") for s in re.findall(r"src='([^']*)'", page)
     )
+    assert "<td>None</td>" not in page and "<td>nan</td>" not in page
     assert "test cpu" in page and "no cell qualified" in page and "engine-only img/s 1 vs baseline 2" in page
     md = (run / "report.md").read_text()
     assert "| m | trt:fp16 | 8 | - |" in md and "skipped: no GPU |" in md and "| 100.0 (-" in md

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from conftest import assert_one_line_error, run_module
 
+from runtime.artifacts import export_command, fold_dirs
 from runtime.errors import UserError, run_cli
 from runtime.predict import main as predict_main
 from train.clean import read_pred_probs
@@ -103,9 +104,57 @@ def test_fold_ensemble_with_one_flag(kfold_run: dict[str, Path], tmp_path: Path)
     empty = tmp_path / "nofolds"
     shutil.copytree(model / "fold0", empty / "single")
     proc = run_module("runtime.predict", *common, "--model", str(empty), "--folds", "--out", str(tmp_path / "x.csv"))
-    assert_one_line_error(proc, "no fold<k>/ models")
+    assert_one_line_error(proc, "no cv.json, so no finished k-fold run")
 
 
 def test_too_many_folds_is_one_line(kfold_run: dict[str, Path]) -> None:
     proc = run_module("train", "--model", str(kfold_run["config"]), "--folds", "10")
     assert_one_line_error(proc, "FOLDS=10 is larger than the smallest class", "use FOLDS <= 9")
+
+
+def test_resume_retrains_folds_of_another_setup(kfold_run: dict[str, Path], tmp_path: Path, capfd) -> None:
+    shutil.copytree(kfold_run["model"], tmp_path / "artifacts" / "cv")
+    config = tmp_path / "cv.yaml"
+    config.write_text(kfold_run["config"].read_text().replace(str(kfold_run["work"]), str(tmp_path)))
+    model = tmp_path / "artifacts" / "cv"
+    before = {k: (model / f"fold{k}" / "best.pt").stat().st_mtime_ns for k in range(3)}
+    capfd.readouterr()
+    assert run_cli(train_main, ["--model", str(config), "--folds", "2", "--resume"]) == 0  # made with FOLDS=3
+    err = capfd.readouterr().err
+    assert err.count("made with another FOLDS, seed, CSV or config; training it again") == 2
+    assert "fold2 in" in err and "earlier run with more folds" in err
+    after = {k: (model / f"fold{k}" / "best.pt").stat().st_mtime_ns for k in range(3)}
+    assert after[0] != before[0] and after[1] != before[1] and after[2] == before[2]
+    assert json.loads((model / "fold1" / "fold.json").read_text())["folds"] == 2
+    assert json.loads((model / "cv.json").read_text())["folds"] == 2
+    assert fold_dirs(model) == [model / "fold0", model / "fold1"]  # the stale fold2 is not an ensemble member
+    with pytest.raises(UserError, match="has 2 folds, not 3"):
+        fold_dirs(model, 3)
+    # the same setup again: both folds kept
+    assert run_cli(train_main, ["--model", str(config), "--folds", "2", "--resume"]) == 0
+    assert capfd.readouterr().err.count("kept (oof.csv exists)") == 2
+    # a fold retrained after cv.json (an unfinished later run) is refused as an ensemble member
+    (model / "fold1" / "best.pt").write_bytes(b"retrained")
+    with pytest.raises(UserError, match=r"fold1/best\.pt was retrained after .*FOLDS=2 RESUME=1"):
+        fold_dirs(model)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--folds", "1"], "FOLDS=1: k-fold needs at least 2 folds"),
+        (["--folds", "0"], "FOLDS=0: k-fold needs at least 2 folds"),
+        (["--folds-csv", "train.csv"], "--fold, --folds-csv and --nproc go with --folds"),
+        (["--folds", "3", "--folds-csv", "test_labels.csv"], "image ids are in the held-out test.csv"),
+        (["--folds", "3", "--fold", "1", "--resume", "--set", "seed=5"], "made with another FOLDS, seed, CSV"),
+    ],
+)
+def test_bad_kfold_arguments_are_one_line(kfold_run: dict[str, Path], args: list[str], message: str, capfd) -> None:
+    assert run_cli(train_main, ["--model", str(kfold_run["config"]), *args]) == 2
+    err = capfd.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_stale_fold_artifact_hint_names_the_kfold_export() -> None:
+    assert export_command(Path("artifacts/m/fold3/best.pt")) == "make export MODEL=m FOLDS=k"
+    assert export_command(Path("artifacts/m/best.pt")) == "make export MODEL=m"
