@@ -347,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [f"{args.model}/{p.name}" for p in folds]
     failed = []
     for name in names:  # every fold is tried, as every target is
+        if len(names) > 1:
+            print(f"== {name}", file=sys.stderr)
         try:
             export_model(name, cfg)
         except UserError as exc:
