@@ -130,7 +130,8 @@ def plan(cfg: BenchConfig) -> list[Cell]:
             member = {"model": str(Path(cfg.artifacts) / model), "engine": spec.engine, "precision": spec.precision}
             cells += [Cell(model, spec, bs, [{**member, "weight": 1.0}]) for bs in cfg.batch_sizes]
     for entry in cfg.ensembles:
-        cells += [dataclasses.replace(c, batch_size=bs) for c in [ensemble_cell(cfg, entry)] for bs in cfg.batch_sizes]
+        template = ensemble_cell(cfg, entry)
+        cells += [dataclasses.replace(template, batch_size=bs, row={}, timings={}) for bs in cfg.batch_sizes]
     return cells
 
 

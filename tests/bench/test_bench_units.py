@@ -18,7 +18,7 @@ from bench.config import BenchConfig, CellSpec
 from bench.measure import matmul_peak_gflops, summarize
 from bench.plots import pareto_front
 from bench.report import COLUMNS, markdown_table, write_run
-from bench.run import Cell, _start, best_cell, compare_to_reference, ensemble_cell, summary_line
+from bench.run import Cell, _start, best_cell, compare_to_reference, ensemble_cell, plan, summary_line
 from runtime.errors import UserError
 
 
@@ -132,6 +132,8 @@ def test_ensemble_cells_name_engine_precision_and_tta(tmp_path: Path) -> None:
     assert cell.backbone == "ensemble:m:3 folds" and cell.spec.label == "onnx:int8@hflip" and cell.group == "m"
     assert [Path(m["model"]).name for m in cell.members] == ["fold0", "fold1", "fold2"]
     assert ensemble_cell(cfg, "folds:m").spec.label == "onnx:fp32"
+    cells = plan(BenchConfig(artifacts=cfg.artifacts, ensembles=["folds:m"], batch_sizes=[1, 4]))
+    assert [c.batch_size for c in cells] == [1, 4] and cells[0].timings is not cells[1].timings
     ens = tmp_path / "mix.yaml"
     ens.write_text(
         f"members:\n- {{model: {model / 'fold0'}, engine: onnx}}\n- {{model: {model / 'fold1'}, engine: torch}}\n"
