@@ -51,3 +51,20 @@ def test_meta_follows_timm_data_config_with_overrides() -> None:
     assert meta.mean == pytest.approx((0.485, 0.456, 0.406))
     meta = make_meta(model, TrainConfig(architecture="test_efficientnet", img_size=96, crop_pct=1.0), ["a", "b"])
     assert meta.input_size == (3, 96, 96) and meta.crop_pct == 1.0
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_old_one(tmp_path: Path, monkeypatch) -> None:
+    from train.checkpoint import save_checkpoint
+
+    model = create_model(TrainConfig(architecture="test_efficientnet"), 3)
+    meta = make_meta(model, TrainConfig(architecture="test_efficientnet"), ["a", "b", "c"])
+    path = save_checkpoint(tmp_path / "best.pt", model, meta)
+    before = path.read_bytes()
+
+    def full_disk(*args: object, **kwargs: object) -> None:  # what torch's writer raises on ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 124792128 vs 124792016")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"cannot write the checkpoint \(\d+ MiB free on its disk\): .*unexpected pos"):
+        save_checkpoint(path, model, meta)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
