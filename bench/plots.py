@@ -61,10 +61,10 @@ def pareto_png(rows: list[dict[str, Any]]) -> bytes | None:
         key.append(f"{n}: {r['backbone']} {r['cell']} b{r['batch_size']}")
     ok = [r for r in measured if r["status"] == "ok"]
     front = [ok[i] for i in pareto_front([(r["img_per_s_engine"], r["f1_micro"]) for r in ok])]
-    if front:
-        ax.plot(
-            [r["img_per_s_engine"] for r in front], [r["f1_micro"] for r in front], "k--", lw=1, label="Pareto front"
-        )
+    if front:  # a ring around each point of the front (visible even when the front is one point), joined
+        xs, ys = [r["img_per_s_engine"] for r in front], [r["f1_micro"] for r in front]
+        ax.plot(xs, ys, "k--", lw=1)
+        ax.scatter(xs, ys, s=180, facecolors="none", edgecolors="k", linewidths=1, label="Pareto front")
     for b, c in colours.items():
         ax.scatter([], [], color=c, label=b)
     for e in dict.fromkeys(r["engine"] for r in measured):
@@ -90,7 +90,10 @@ def latency_png(rows: list[dict[str, Any]], latency_batch: int) -> bytes | None:
     fig, axes = plt.subplots(
         1, len(panels), figsize=(5 * len(panels) + 2, 0.35 * len(measured) + 1.5), squeeze=False, sharey=True
     )
-    labels = [f"{r['backbone']} {r['cell']} b{r['batch_size']}" for r in measured]
+    sizes = sorted({r["batch_size"] for r in measured})
+    if len(sizes) == 1:  # one chosen batch size: say it in the title, not on every row
+        panels[-1] = (*panels[-1][:3], f"batch {sizes[0]}")
+    labels = [f"{r['backbone']} {r['cell']}" + (f" b{r['batch_size']}" if len(sizes) > 1 else "") for r in measured]
     y = np.arange(len(measured))
     for ax, (p50, p90, p99, title) in zip(axes[0], panels, strict=True):
         ax.barh(y, [r[p50] for r in measured], color="tab:blue", alpha=0.7, label="p50")
@@ -100,8 +103,9 @@ def latency_png(rows: list[dict[str, Any]], latency_batch: int) -> bytes | None:
         ax.set_xlabel("latency per batch (ms)")
         ax.set_title(f"latency at {title}")
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=7)
     axes[0][0].invert_yaxis()
+    handles, names = axes[0][0].get_legend_handles_labels()  # one legend under the panels, clear of the bars
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=7)
     return _png(fig)
 
 

@@ -76,9 +76,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """GitHub-flavoured markdown table of the main columns; cells that did not run show their reason."""
     head = (
         "| backbone | cell | batch | micro-F1 | macro-F1 | agree | img/s engine (min-max) | x torch | "
-        "img/s e2e | e2e/engine | p50/p99 ms | p50/p99 ms b1 | RSS MiB | GFLOP/s (% peak) | status |"
+        "img/s e2e | e2e/engine | p50/p99 ms | p50/p99 ms b1 | RSS MiB | GFLOP/s (% peak) | threads | status |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         engine = (
             (
@@ -95,7 +95,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{_num(r, 'f1_macro', '.4f')} | {_num(r, 'agreement', '.2%')} | {engine} | {_num(r, 'speedup', '.2f')} | "
             f"{_num(r, 'img_per_s', '.1f')} | {_num(r, 'e2e_ratio', '.2f')} | {_num(r, 'p50_ms', '.1f')}/"
             f"{_num(r, 'p99_ms', '.1f')} | {_num(r, 'lat1_p50_ms', '.2f')}/{_num(r, 'lat1_p99_ms', '.2f')} | "
-            f"{_num(r, 'peak_rss_mib', '.0f')} | {flops} | {status} |"
+            f"{_num(r, 'peak_rss_mib', '.0f')} | {flops} | {_num(r, 'threads', '')} | {status} |"
         )
     return "\n".join(lines) + "\n"
 
