@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -46,22 +47,30 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def check_same_held_out(baseline: dict[str, Any], config: dict[str, Any], images: int, path: str | Path) -> None:
-    """Refuse a baseline measured on another held-out set: its ``data``, ``csv``, ``labels`` or image count differ.
+def held_out_fingerprint(ids: list[str], labels: list[str]) -> str:
+    """SHA-256 of the held-out set as scored: its ``image_id,label`` pairs in order (paths do not enter it)."""
+    text = "\n".join(f"{i},{lab}" for i, lab in zip(ids, labels, strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_same_held_out(baseline: dict[str, Any], fingerprint: str, images: int, path: str | Path) -> None:
+    """Refuse a baseline measured on another held-out set: other ``image_id,label`` pairs (by
+    :func:`held_out_fingerprint`; a baseline without one is checked by its image count).
 
     Raises:
-        UserError: naming the first difference.
+        UserError: naming the difference.
     """
-    old = baseline.get("config") or {}
-    for key in ("data", "csv", "labels"):
-        if old.get(key) != config.get(key):
-            raise UserError(
-                f"--baseline {path}: measured with {key} {old.get(key)!r}, this run uses {config.get(key)!r}; "
-                f"compare runs on the same held-out set"
-            )
+    old = baseline.get("held_out") or {}
     counts = {r.get("images") for r in baseline["rows"] if r.get("images")}
-    if counts and counts != {images}:
-        raise UserError(f"--baseline {path}: measured on {sorted(counts)[0]} images, this run on {images}")
+    old_images = old.get("images") or (sorted(counts)[0] if counts else None)
+    if old_images is not None and old_images != images:
+        raise UserError(f"--baseline {path}: measured on {old_images} held-out images, this run on {images}")
+    if old.get("sha256") and old["sha256"] != fingerprint:
+        data = (baseline.get("config") or {}).get("data")
+        raise UserError(
+            f"--baseline {path}: measured on other held-out images or labels (data {data!r}); compare runs on the "
+            f"same held-out set"
+        )
 
 
 def _key(row: dict[str, Any]) -> tuple[str, str, int]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.compare import check_same_held_out, load_baseline, parse_tolerance, regressions
+from bench.compare import check_same_held_out, held_out_fingerprint, load_baseline, parse_tolerance, regressions
 from bench.config import BenchConfig, CellSpec
 from bench.cost import model_cost
 from bench.environment import environment
@@ -403,10 +403,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--run {run_name!r}: use letters, digits, '-', '_' and '.' (not first)")
     if run_name == "latest":
         raise UserError("--run latest: that name is the link to the newest report; choose another name")
-    paths, _ = held_out(cfg)
+    paths, targets = held_out(cfg)
+    fingerprint = held_out_fingerprint(read_csv(Path(cfg.data) / cfg.csv)["image_id"].tolist(), targets)
     if baseline is not None:
-        check_same_held_out(baseline, dataclasses.asdict(cfg), len(paths), args.baseline)
+        check_same_held_out(baseline, fingerprint, len(paths), args.baseline)
     results = run_bench(cfg)
+    results["held_out"] = {"images": len(paths), "sha256": fingerprint}
     rows = results["rows"]
     if all(r["status"].startswith(("skipped", "failed:")) for r in rows):
         raise UserError(f"no bench cell could run, no report written (first reason: {rows[0]['status']})")
@@ -417,5 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     print(results["summary"])
     for line in results["regressions"]:
         print(f"REGRESSION: {line}")
+    if baseline is not None and not results["regressions"]:
+        print(f"baseline {args.baseline}: no regression beyond {tolerance:.0%}")
     print(f"report: {run_dir / 'report.html'} (also report.md, results.csv, results.json)", file=sys.stderr)
     return 4 if results["regressions"] else 0

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.environment import nvidia_smi
-from runtime.engines import create_engine
+from runtime.engines import create_engine, describe_members
 from runtime.engines.base import Engine
 from runtime.errors import UserError, one_line
 from runtime.pipeline import softmax, stream_batches
@@ -112,11 +112,9 @@ class CellRunner:
         return times
 
     def describe(self) -> dict[str, Any]:
-        """What ran: provider, device, precision, threads (of the first member, prefixed for ensembles), and the
-        artifact size in bytes (every member; an OpenVINO ``.xml`` counts with its ``.bin``)."""
-        info = dict(self.members[0][0].describe())
-        if len(self.members) > 1:
-            info["provider"] = f"ensemble of {len(self.members)}: {info.get('provider', '')}"
+        """What ran (:func:`runtime.engines.describe_members`: every member of an ensemble) and the artifact size
+        in bytes (every member; an OpenVINO ``.xml`` counts with its ``.bin``)."""
+        info = describe_members([engine.describe() for engine, _ in self.members])
         info["artifact_bytes"] = sum(artifact_bytes(engine.artifact) for engine, _ in self.members)
         return info
 

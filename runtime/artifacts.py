@@ -66,6 +66,10 @@ def fold_dirs(model_dir: str | os.PathLike, folds: int | None = None) -> list[Pa
     model_dir = Path(model_dir)
     summary_path = model_dir / CV_SUMMARY
     train_cmd = f"`make train MODEL={model_dir.name} FOLDS=k`"
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir}: no such model folder")
+    if model_dir.name.startswith("fold") and model_dir.name[4:].isdigit():
+        raise UserError(f"{model_dir}: one fold model; give the folder holding the folds ({model_dir.parent})")
     if not summary_path.is_file():
         raise UserError(f"{model_dir}: no {CV_SUMMARY}, so no finished k-fold run; train with {train_cmd} first")
     try:

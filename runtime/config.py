@@ -94,7 +94,9 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str) -> T:
         if key not in fields:
             raise UserError(f"{source}: unknown key {key!r} (known keys: {', '.join(sorted(fields))})")
         if not _check_type(value, hints[key]):
-            raise UserError(f"{source}: key {key!r} has value {value!r}, expected {_type_name(hints[key])}")
+            nested = isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value))
+            hint = " (YAML read 'a: b' or 'a:' as a mapping: quote such an item, e.g. 'folds:m')" if nested else ""
+            raise UserError(f"{source}: key {key!r} has value {value!r}, expected {_type_name(hints[key])}{hint}")
     missing = [
         n
         for n, f in fields.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -100,6 +101,8 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         print(f"error: {where + ': ' if where else ''}{exc.strerror or short_reason(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        # a second Ctrl-C would interrupt the clean-up at exit (library finalizers) with a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("error: interrupted", file=sys.stderr)
         return 130
     return int(code or 0)

@@ -32,7 +32,7 @@ from runtime.artifacts import fold_dirs
 from runtime.atomic import write_text
 from runtime.config import parse_overrides
 from runtime.dataset import image_dir_for, read_csv, require_dir, resolve_ids
-from runtime.engines import ENGINE_NAMES, create_engine
+from runtime.engines import ENGINE_NAMES, create_engine, describe_members
 from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
 from runtime.outputs import FORMATS, PartialOutput, errors_path, finalize, partial_path, read_partial, write_gallery
 from runtime.pipeline import softmax, stream_batches
@@ -181,6 +181,8 @@ def ensemble_members(args: Any) -> list[dict[str, Any]]:
     Raises:
         UserError: no model, a bad member entry or weight.
     """
+    if args.ensemble and (args.model or getattr(args, "folds", False)):
+        raise UserError("--ensemble lists its own models: give it alone, or --model (with --folds) instead")
     if args.ensemble:
         from runtime.config import read_yaml
 
@@ -232,7 +234,7 @@ def run_ensemble(
     """
     from runtime.pipeline import Batch
 
-    total, class_names, ok, errors = None, None, None, None
+    total, class_names, ok, errors, described = None, None, None, None, []
     for m in members:
         with create_engine(m["engine"], m["model"], device=args.device, threads=args.threads,
                            precision=m["precision"]) as engine:  # fmt: skip
@@ -241,7 +243,7 @@ def run_ensemble(
                 diff = sorted(set(names) ^ set(class_names)) or ["(same names, other order)"]
                 raise UserError(f"ensemble member {m['model']} has other classes than the first: {diff[:3]}")
             class_names = names
-            info = {**engine.describe(), "engine": f"ensemble of {len(members)} (first: {engine.name})"}
+            described.append(engine.describe())
             probs = np.zeros((len(items), len(names)))
             member_ok, member_errors = [], []
             for batch in stream_batches(items, engine.meta, args.batch_size, args.workers,
@@ -254,6 +256,7 @@ def run_ensemble(
         total = m["weight"] * probs if total is None else total + m["weight"] * probs
         ok, errors = member_ok, member_errors
     mean = total / sum(m["weight"] for m in members)
+    info = describe_members(described)
     return Batch(0, len(items), ok, None, errors), np.log(np.maximum(mean[ok], 1e-30)), class_names, info
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, assert_one_line_error, run_module
 
+from runtime.errors import run_cli
+
 
 @pytest.fixture()
 def dataset_copy(elpv_small: Path, tmp_path: Path) -> Path:
@@ -178,3 +180,18 @@ def test_prepare_rebuilds_an_incomplete_dataset(tmp_path: Path) -> None:
     assert not is_complete(data)
     prepare(data, per_class=4, seed=1)
     assert is_complete(data)
+
+
+def test_interrupt_is_one_line_and_a_second_ctrl_c_cannot_break_the_exit(capsys: pytest.CaptureFixture) -> None:
+    import signal
+
+    def interrupted(argv: list[str] | None) -> int:
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        assert run_cli(interrupted, []) == 130
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert capsys.readouterr().err == "error: interrupted\n"

@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import CPU_CELLS, ROOT, assert_self_contained, run_module
 
+from bench.compare import held_out_fingerprint
 from bench.run import main as bench_main
 from runtime.errors import run_cli
 from runtime.metadata import ONNX_META_KEY, ModelMeta
@@ -92,10 +93,12 @@ def test_onnx_copied_alone_still_runs(tiny_model: dict[str, Path], tmp_path: Pat
 def test_bench_report_holds_every_cell(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "reports"
     baseline = tmp_path / "baseline.json"  # a doctored earlier run: onnx fp32 was 10^9 img/s
-    held_out = {"data": str(tiny_model["data"]), "csv": "test.csv", "labels": "test_labels.csv"}
+    truth = pd.read_csv(tiny_model["data"] / "test_labels.csv").set_index("image_id")["label"]
+    ids = pd.read_csv(tiny_model["data"] / "test.csv")["image_id"].tolist()
+    held_out = {"images": len(ids), "sha256": held_out_fingerprint(ids, truth.loc[ids].tolist())}
     row = {"backbone": "tiny", "cell": "onnx:fp32", "batch_size": 4, "status": "ok", "img_per_s_engine": 1e9,
            "f1_micro": 0.0}  # fmt: skip
-    baseline.write_text(json.dumps({"config": held_out, "rows": [row]}))
+    baseline.write_text(json.dumps({"held_out": held_out, "rows": [row]}))
     cells = [*(f"{e}:{p}" for e, p in CPU_CELLS), "trt:fp16", "onnx:fp32@hflip"]
     ensemble = tmp_path / "pair.yaml"  # the same model through two engines: predictions equal to each member's
     ensemble.write_text(f"members:\n  - {{model: {tiny_model['artifacts']}, engine: onnx}}\n"

@@ -242,10 +242,13 @@ def cross_validate(
     summary = {"csv": csv_name, "seed": cfg.seed, **summarize_cv(oof, fold_of, class_names)}
     model_dir = Path(cfg.artifacts) / name
     summary["checkpoints_sha256"] = [file_sha256(model_dir / f"fold{k}" / "best.pt") for k in range(folds)]
-    extra = sorted(p.name for p in model_dir.glob("fold*") if p.name[4:].isdigit() and int(p.name[4:]) >= folds)
+    extra = sorted(
+        int(p.name[4:]) for p in model_dir.glob("fold*") if p.name[4:].isdigit() and int(p.name[4:]) >= folds
+    )
     if extra:
-        print(f"note: {', '.join(extra)} in {model_dir} are from an earlier run with more folds and are not part of "
-              f"this one (delete them if unused)", file=sys.stderr)  # fmt: skip
+        which = f"fold{extra[0]}" if len(extra) == 1 else f"{len(extra)} folders fold{extra[0]} .. fold{extra[-1]}"
+        print(f"note: {which} in {model_dir}: from an earlier run with more folds, not part of this one (delete "
+              f"if unused)", file=sys.stderr)  # fmt: skip
     with atomic_path(model_dir / "oof.csv") as tmp:
         oof.to_csv(tmp, index=False)
     write_text(model_dir / CV_SUMMARY, json.dumps(summary, indent=2) + "\n")

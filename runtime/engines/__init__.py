@@ -122,3 +122,22 @@ def check_fresh(meta: ModelMeta, checkpoint: Path, artifact: Path) -> None:
             f"{artifact} was exported from an older {checkpoint.name} (retrained since): run "
             f"`{export_command(checkpoint)}`, or pass the file itself to use it anyway"
         )
+
+
+def describe_members(descriptions: list[dict[str, Any]]) -> dict[str, Any]:
+    """One :meth:`Engine.describe` dict for an ensemble: ``engine`` reads ``ensemble of N: <engine> <precision> +
+    ...`` (in member order, repeats counted), and ``provider``/``device``/``precision``/``threads`` are the
+    members' common value or their distinct values joined with `` + ``. One member: its own dict."""
+    if len(descriptions) == 1:
+        return dict(descriptions[0])
+
+    def joined(key: str) -> Any:
+        values = list(dict.fromkeys(str(d.get(key)) for d in descriptions))
+        return descriptions[0].get(key) if len(values) == 1 else " + ".join(values)
+
+    kinds = [f"{d.get('engine')} {d.get('precision')}" for d in descriptions]
+    counted = [f"{kinds.count(k)}x {k}" if kinds.count(k) > 1 else k for k in dict.fromkeys(kinds)]
+    return {
+        "engine": f"ensemble of {len(descriptions)}: {' + '.join(counted)}",
+        **{key: joined(key) for key in ("provider", "device", "precision", "threads")},
+    }

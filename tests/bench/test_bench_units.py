@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import assert_self_contained
 
-from bench.compare import check_same_held_out, load_baseline, parse_tolerance, regressions
+from bench.compare import check_same_held_out, held_out_fingerprint, load_baseline, parse_tolerance, regressions
 from bench.config import BenchConfig, CellSpec
 from bench.measure import matmul_peak_gflops, summarize
 from bench.plots import pareto_front
@@ -142,18 +142,22 @@ def test_ensemble_cells_name_engine_precision_and_tta(tmp_path: Path) -> None:
     assert mixed.backbone == "ensemble:mix" and mixed.spec.label == "mixed:fp32@hflip" and mixed.group == "fold0"
     missing = ensemble_cell(cfg, "folds:nosuch:openvino")
     _start(missing, [], [], cfg)  # recorded, the matrix goes on
-    assert missing.row["status"].startswith("skipped: ") and "no cv.json" in missing.row["status"]
+    assert missing.row["status"].startswith("skipped: ") and "nosuch: no such model folder" in missing.row["status"]
 
 
 def test_baseline_of_another_held_out_set_is_refused() -> None:
-    baseline = {"config": {"data": "data/elpv", "csv": "test.csv", "labels": "test_labels.csv"},
-                "rows": [{"images": 656}]}  # fmt: skip
-    config = dict(baseline["config"])
-    check_same_held_out(baseline, config, 656, "b.json")
-    with pytest.raises(UserError, match="measured with data 'data/elpv', this run uses 'data/sports'"):
-        check_same_held_out(baseline, {**config, "data": "data/sports"}, 656, "b.json")
-    with pytest.raises(UserError, match="measured on 656 images, this run on 40"):
-        check_same_held_out(baseline, config, 40, "b.json")
+    fingerprint = held_out_fingerprint(["a.png", "b.png"], ["ok", "bad"])
+    assert fingerprint != held_out_fingerprint(["a.png", "b.png"], ["ok", "ok"])
+    baseline = {"config": {"data": "data/elpv"}, "held_out": {"images": 2, "sha256": fingerprint}, "rows": []}
+    check_same_held_out(baseline, fingerprint, 2, "b.json")  # the same set, wherever its folder is
+    with pytest.raises(UserError, match="measured on other held-out images or labels \\(data 'data/elpv'\\)"):
+        check_same_held_out(baseline, held_out_fingerprint(["a.png", "c.png"], ["ok", "bad"]), 2, "b.json")
+    with pytest.raises(UserError, match="measured on 2 held-out images, this run on 40"):
+        check_same_held_out(baseline, fingerprint, 40, "b.json")
+    legacy = {"rows": [{"images": 656}]}  # no fingerprint: the image count is checked
+    check_same_held_out(legacy, fingerprint, 656, "b.json")
+    with pytest.raises(UserError, match="measured on 656 held-out images, this run on 40"):
+        check_same_held_out(legacy, fingerprint, 40, "b.json")
 
 
 def test_parse_tolerance() -> None:

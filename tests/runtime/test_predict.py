@@ -260,6 +260,8 @@ def test_ensembles(tiny_model: dict[str, Path], second_model: Path, tmp_path: Pa
     spec = tmp_path / "ens.yaml"
     spec.write_text(f"members:\n  - {{model: {a}, weight: 3}}\n  - {{model: {b}, engine: onnx, weight: 1}}\n")
     assert _predict("--ensemble", str(spec), *data, "--out", str(tmp_path / "ens.csv")) == 0
+    assert _predict("--ensemble", str(spec), "--model", a, *data, "--out", str(tmp_path / "no.csv")) == 2
+    assert not (tmp_path / "no.csv").exists()
     np.testing.assert_allclose(pd.read_csv(tmp_path / "ens.csv")[classes].to_numpy(), (3 * pa + pb) / 4, atol=1e-5)
     other = tmp_path / "other.onnx"
     shutil.copy(second_model / "model.onnx", other)
@@ -315,3 +317,15 @@ def test_predict_never_overwrites_its_input_and_fail_mode_leaves_no_partial(
     assert "empty image id" in Path(f"{out}.errors.csv").read_text()
     assert _predict(*args, "--on-error", "fail") == 2
     assert not Path(f"{out}.partial.csv").exists()
+
+
+def test_an_ensemble_says_what_each_member_ran() -> None:
+    from runtime.engines import describe_members
+
+    onnx = {"engine": "onnx", "provider": "CPUExecutionProvider", "device": "cpu", "precision": "int8", "threads": 2}
+    torch_ = {"engine": "torch", "provider": "torch eager", "device": "cpu", "precision": "fp32", "threads": 2}
+    assert describe_members([onnx]) == onnx
+    mixed = describe_members([onnx, torch_, onnx])
+    assert mixed["engine"] == "ensemble of 3: 2x onnx int8 + torch fp32"
+    assert mixed["provider"] == "CPUExecutionProvider + torch eager" and mixed["precision"] == "int8 + fp32"
+    assert mixed["device"] == "cpu" and mixed["threads"] == 2

@@ -130,6 +130,10 @@ def test_resume_retrains_folds_of_another_setup(kfold_run: dict[str, Path], tmp_
     assert fold_dirs(model) == [model / "fold0", model / "fold1"]  # the stale fold2 is not an ensemble member
     with pytest.raises(UserError, match="has 2 folds, not 3"):
         fold_dirs(model, 3)
+    with pytest.raises(UserError, match="one fold model; give the folder holding the folds"):
+        fold_dirs(model / "fold0")
+    with pytest.raises(UserError, match="no such model folder"):
+        fold_dirs(tmp_path / "nosuch")
     # the same setup again: both folds kept
     assert run_cli(train_main, ["--model", str(config), "--folds", "2", "--resume"]) == 0
     assert capfd.readouterr().err.count("kept (oof.csv exists)") == 2
