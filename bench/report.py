@@ -75,10 +75,10 @@ def _num(row: dict[str, Any], key: str, fmt: str) -> str:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """GitHub-flavoured markdown table of the main columns; cells that did not run show their reason."""
     head = (
-        "| backbone | cell | batch | micro-F1 | macro-F1 | agree | img/s engine (min-max) | x torch | "
+        "| backbone | cell | batch | micro-F1 | macro-F1 | agree | delta-F1 | img/s engine (min-max) | x torch | "
         "img/s e2e | e2e/engine | p50/p99 ms | p50/p99 ms b1 | RSS MiB | GFLOP/s (% peak) | threads | status |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for r in rows:
         engine = (
             (
@@ -92,7 +92,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         status = r["status"] + (f" ({r['notes']})" if r.get("notes") else "")
         lines.append(
             f"| {r['backbone']} | {r['cell']} | {r['batch_size']} | {_num(r, 'f1_micro', '.4f')} | "
-            f"{_num(r, 'f1_macro', '.4f')} | {_num(r, 'agreement', '.2%')} | {engine} | {_num(r, 'speedup', '.2f')} | "
+            f"{_num(r, 'f1_macro', '.4f')} | {_num(r, 'agreement', '.2%')} | {_num(r, 'delta_f1', '+.4f')} | "
+            f"{engine} | {_num(r, 'speedup', '.2f')} | "
             f"{_num(r, 'img_per_s', '.1f')} | {_num(r, 'e2e_ratio', '.2f')} | {_num(r, 'p50_ms', '.1f')}/"
             f"{_num(r, 'p99_ms', '.1f')} | {_num(r, 'lat1_p50_ms', '.2f')}/{_num(r, 'lat1_p99_ms', '.2f')} | "
             f"{_num(r, 'peak_rss_mib', '.0f')} | {flops} | {_num(r, 'threads', '')} | {status} |"

@@ -256,9 +256,13 @@ def reference_cell(cell: Cell, done: list[Cell]) -> Cell | None:
 
     A reduced-precision cell compares with its own backbone (or ensemble) at FP32, torch first, else the FP32
     cell with the best micro-F1; an FP32 cell (an engine, TTA, an ensemble) with torch FP32 of its backbone or,
-    for an ensemble, of its :attr:`Cell.group` backbone. Either falls back to the other rule.
+    for an ensemble, of its :attr:`Cell.group` backbone (the single model, so delta-F1 is the ensemble's gain).
+    Either falls back to the other rule (torch FP32 itself, or an ensemble with no single-model cell, is its own
+    reference: delta 0).
     """
-    names = list(dict.fromkeys([cell.backbone, cell.group or cell.backbone]))
+    fp32 = cell.spec.precision == "fp32"
+    names = [cell.group or cell.backbone, cell.backbone] if fp32 else [cell.backbone, cell.group or cell.backbone]
+    names = list(dict.fromkeys(names))
     plain = {
         n: sorted(
             (c for c in done if c.backbone == n and c.spec.precision == "fp32" and c.spec.tta == "none"),
@@ -268,7 +272,7 @@ def reference_cell(cell: Cell, done: list[Cell]) -> Cell | None:
     }
     torch_cells = [c for n in names for c in plain[n] if c.spec.engine == "torch"]
     others = [c for n in names for c in plain[n]]
-    order = (plain[cell.backbone] + torch_cells + others) if cell.spec.precision != "fp32" else torch_cells + others
+    order = torch_cells + others if fp32 else plain[cell.backbone] + torch_cells + others
     return order[0] if order else None
 
 
@@ -288,14 +292,17 @@ def compare_to_reference(cells: list[Cell], min_f1_ratio: float) -> None:
         cell.row["agreement"] = float((ref.probs.argmax(1) == cell.probs.argmax(1)).mean())
         cell.row["delta_f1"] = cell.row["f1_micro"] - ref.row["f1_micro"]
         cell.row["f1_ratio"] = cell.row["f1_micro"] / ref.row["f1_micro"] if ref.row["f1_micro"] else 1.0
-        same_batch = [
-            c
-            for c in done
-            if c.backbone in (cell.backbone, cell.group or cell.backbone)
-            and c.spec == CellSpec("torch")
-            and c.batch_size == cell.batch_size
-            and "img_per_s_engine" in c.row
-        ]
+        same_batch = sorted(
+            (
+                c
+                for c in done
+                if c.backbone in (cell.backbone, cell.group or cell.backbone)
+                and c.spec == CellSpec("torch")
+                and c.batch_size == cell.batch_size
+                and "img_per_s_engine" in c.row
+            ),
+            key=lambda c: c.backbone != (cell.group or cell.backbone),
+        )
         if same_batch and "img_per_s_engine" in cell.row:
             cell.row["speedup"] = cell.row["img_per_s_engine"] / same_batch[0].row["img_per_s_engine"]
         if cell.spec.precision != "fp32" and cell.row["f1_ratio"] < min_f1_ratio:

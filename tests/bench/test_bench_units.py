@@ -121,6 +121,15 @@ def test_ensembles_compare_with_their_own_fp32_cell_or_fail_the_gate() -> None:
     assert lonely.row["status"] == "failed gate: no FP32 cell of this backbone ran to verify its F1 against"
 
 
+def test_fp32_ensemble_compares_with_the_single_model_not_itself() -> None:
+    single = _cell("torch", "fp32", 0.80, [0, 1, 2, 2], 100)
+    folds_torch = _cell("torch", "fp32", 0.84, [0, 1, 2, 1], 25, backbone="ensemble:m:5 folds")
+    compare_to_reference([folds_torch, single], 0.99)
+    assert folds_torch.row["reference"] == "m torch:fp32" and folds_torch.row["delta_f1"] == pytest.approx(0.04)
+    assert folds_torch.row["agreement"] == 0.75 and folds_torch.row["speedup"] == pytest.approx(0.25)
+    assert single.row["reference"] == "torch:fp32" and single.row["delta_f1"] == 0.0  # torch FP32 itself
+
+
 def test_ensemble_cells_name_engine_precision_and_tta(tmp_path: Path) -> None:
     model = tmp_path / "artifacts" / "m"
     for k in range(3):
@@ -259,8 +268,11 @@ def test_report_folder_is_complete_and_self_contained(tmp_path: Path) -> None:
 def test_markdown_table_shows_reasons() -> None:
     rows = [{"backbone": "m", "cell": "onnx:int8", "batch_size": 4, "status": "skipped: model.int8.onnx not found"}]
     assert markdown_table(rows).splitlines()[-1] == (
-        "| m | onnx:int8 | 4 | - | - | - | - | - | - | - | -/- | -/- | - | - | - | skipped: model.int8.onnx not found |"
+        "| m | onnx:int8 | 4 | - | - | - | - | - | - | - | - | -/- | -/- | - | - | - | "
+        "skipped: model.int8.onnx not found |"
     )
+    ok = {"backbone": "m", "cell": "onnx:fp32", "batch_size": 4, "status": "ok", "agreement": 0.5, "delta_f1": 0.0312}
+    assert "| 50.00% | +0.0312 |" in markdown_table([ok])
 
 
 @pytest.mark.parametrize(
