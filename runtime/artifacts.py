@@ -96,8 +96,13 @@ def fold_dirs(model_dir: str | os.PathLike, folds: int | None = None) -> list[Pa
 
 
 def export_command(checkpoint: Path) -> str:
-    """The ``make export`` command that rebuilds the artifacts of ``checkpoint`` (a fold model: all folds)."""
+    """The ``make export`` command that rebuilds the artifacts of ``checkpoint`` (a fold model: all folds, K read
+    from the run's ``cv.json``; ``FOLDS=k`` when it cannot be read)."""
     folder = checkpoint.parent
     if folder.name.startswith("fold") and folder.name[4:].isdigit():
-        return f"make export MODEL={folder.parent.name} FOLDS=k"
+        try:
+            count = str(int(json.loads((folder.parent / CV_SUMMARY).read_text())["folds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            count = "k"
+        return f"make export MODEL={folder.parent.name} FOLDS={count}"
     return f"make export MODEL={folder.name}"

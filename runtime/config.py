@@ -26,6 +26,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         UserError: the file is missing, is not valid YAML, or its top level is not a mapping.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a YAML config file")
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:

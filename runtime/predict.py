@@ -201,8 +201,8 @@ def ensemble_members(args: Any) -> list[dict[str, Any]]:
             if "model" not in m:
                 raise UserError(f"{args.ensemble}: member {i + 1} needs 'model' ({keys})")
             weight = m.get("weight", 1.0)
-            if not isinstance(weight, (int, float)) or weight <= 0:
-                raise UserError(f"{args.ensemble}: member {i + 1} weight must be > 0")
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+                raise UserError(f"{args.ensemble}: member {i + 1} weight must be a number > 0, not {weight!r}")
             out.append({"model": str(m["model"]), "engine": m.get("engine", args.engine),
                         "precision": m.get("precision", args.precision), "weight": float(weight)})  # fmt: skip
         return out
@@ -365,9 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         write_text(f"{out}.shard.json", json.dumps(sidecar) + "\n")
     rate = (end - begin) / seconds if seconds > 0 else float("nan")
     skipped = f", {n_err} skipped (listed in {errors_path(out)})" if n_err else ""
+    engine = info["engine"] if len(members) > 1 else f"{info['engine']} {info['precision']}"  # ensembles name both
+    tta_note = f", TTA {args.tta}" if args.tta != "none" else ""
     print(
-        f"{out}: {n_ok} rows{skipped} | engine {info['engine']} {info['precision']} ({info['provider']}, "
-        f"{info['device']}) | {rate:.1f} img/s end-to-end",
+        f"{out}: {n_ok} rows{skipped} | engine {engine} ({info['provider']}, {info['device']}{tta_note}) | "
+        f"{rate:.1f} img/s end-to-end",
         file=sys.stderr,
     )
     return EXIT_SKIPPED if n_err else 0

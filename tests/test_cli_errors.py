@@ -151,6 +151,24 @@ def test_bench_bad_arguments(args: list[str], message: str) -> None:
     assert_one_line_error(run_module("bench", *args), message)
 
 
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [("[{model: m, weight: abc}]", "member 1 weight must be a number > 0, not 'abc'"),
+     ("[{model: m, weight: -1}]", "member 1 weight must be a number > 0, not -1"),
+     ("[{model: m, wieght: 2}]", "member 1 has unknown key 'wieght'"), ("m", "expected 'members:' with a list"),
+     ("[{engine: onnx}]", "member 1 needs 'model'"), ("[m]", "member 1 is not a mapping")],
+)  # fmt: skip
+def test_bad_ensemble_yaml_is_one_line(members: str, message: str, tmp_path: Path) -> None:
+    spec = tmp_path / "ens.yaml"
+    spec.write_text(f"members: {members}\n")
+    assert_one_line_error(
+        run_module("runtime.predict", "--ensemble", str(spec), "--out", str(tmp_path / "o.csv")), message
+    )
+    if members == "m":  # a folder given as the ensemble file
+        folder = run_module("runtime.predict", "--ensemble", str(tmp_path), "--out", str(tmp_path / "o.csv"))
+        assert_one_line_error(folder, "is a folder, not a YAML config file")
+
+
 def test_artifact_from_an_older_checkpoint_is_refused(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     import torch
 

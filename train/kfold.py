@@ -54,9 +54,10 @@ def make_folds(labels: list[str], folds: int, seed: int) -> np.ndarray:
     if folds < 2:
         raise UserError(f"FOLDS={folds}: k-fold needs at least 2 folds")
     if folds > counts.min():
+        n = int(counts.min())
+        fix = f"use FOLDS <= {n}" if n >= 2 else "k-fold needs at least 2 images of every class"
         raise UserError(
-            f"FOLDS={folds} is larger than the smallest class ({counts.idxmin()!r}: {counts.min()} images); "
-            f"use FOLDS <= {counts.min()}"
+            f"FOLDS={folds} is larger than the smallest class ({counts.idxmin()!r}: {n} image{'s' * (n != 1)}); {fix}"
         )
     fold_of = np.empty(len(labels), dtype=int)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -105,9 +106,10 @@ def prepare_folds(name: str, cfg: TrainConfig, folds: int, csv_name: str) -> tup
 
 
 def fold_record(cfg: TrainConfig, folds: int, k: int, csv_name: str) -> dict[str, Any]:
-    """How fold ``k`` is made: K, fold, seed, the CSV (path and SHA-256) and a SHA-256 of the training settings
-    (every config key except where it runs and where outputs go)."""
+    """How fold ``k`` is made: K, fold, seed, the CSV (path and SHA-256), the class map's SHA-256 and a SHA-256
+    of the training settings (every config key except where it runs and where outputs go)."""
     csv_path = (Path(cfg.data) / csv_name).resolve()
+    class_map = Path(cfg.data) / cfg.class_map
     settings = {key: v for key, v in dataclasses.asdict(cfg).items() if key not in _NOT_SETTINGS}
     return {
         "folds": folds,
@@ -115,6 +117,7 @@ def fold_record(cfg: TrainConfig, folds: int, k: int, csv_name: str) -> dict[str
         "seed": cfg.seed,
         "csv": str(csv_path),
         "csv_sha256": file_sha256(csv_path),
+        "class_map_sha256": file_sha256(class_map) if class_map.is_file() else None,
         "config_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest(),
     }
 

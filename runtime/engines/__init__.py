@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime.artifacts import artifact_file, export_command, file_sha256, precisions_for
+from runtime.artifacts import CV_SUMMARY, artifact_file, export_command, file_sha256, precisions_for
 from runtime.engines.base import Engine
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
@@ -73,6 +73,11 @@ def resolve_artifact(name: str, model: str | os.PathLike, precision: str | None 
     if path is None:
         raise UserError(f"engine {name!r} has no {precision} artifact (available: {', '.join(precisions_for(name))})")
     if not path.is_file():
+        if (model / CV_SUMMARY).is_file():  # a k-fold run alone leaves no model at the top
+            raise UserError(
+                f"{path}: not found; {model} holds a k-fold run: predict with --folds, or use one fold "
+                f"({model / 'fold0'}, MODEL={model.name}/fold0 for make)"
+            )
         raise UserError(f"{path}: artifact for engine {name!r} not found (run `make train` / `make export` first)")
     return path
 

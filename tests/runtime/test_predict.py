@@ -240,7 +240,9 @@ def second_model(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathF
     return work / "artifacts" / "second"
 
 
-def test_ensembles(tiny_model: dict[str, Path], second_model: Path, tmp_path: Path) -> None:
+def test_ensembles(
+    tiny_model: dict[str, Path], second_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import numpy as np
 
     from export.onnx import write_onnx_meta
@@ -253,6 +255,10 @@ def test_ensembles(tiny_model: dict[str, Path], second_model: Path, tmp_path: Pa
     for name, models in {"a": [a], "b": [b], "aa": [a, a]}.items():
         outs[name] = tmp_path / f"{name}.csv"
         assert _predict(*[x for m in models for x in ("--model", m)], *data, "--out", str(outs[name])) == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]  # the "aa" run's line names each engine once
+    assert "| engine ensemble of 2: 2x " in summary and "fp32 fp32" not in summary
+    assert _predict("--model", a, *data, "--tta", "hflip", "--out", str(tmp_path / "t.csv")) == 0
+    assert ", TTA hflip) |" in capsys.readouterr().err
     pa, pb = (pd.read_csv(outs[k])[classes].to_numpy() for k in ("a", "b"))
     same = pd.read_csv(outs["aa"])
     np.testing.assert_allclose(same[classes].to_numpy(), pa, atol=1e-6)
@@ -329,3 +335,12 @@ def test_an_ensemble_says_what_each_member_ran() -> None:
     assert mixed["engine"] == "ensemble of 3: 2x onnx int8 + torch fp32"
     assert mixed["provider"] == "CPUExecutionProvider + torch eager" and mixed["precision"] == "int8 + fp32"
     assert mixed["device"] == "cpu" and mixed["threads"] == 2
+
+
+def test_a_k_fold_run_alone_points_to_folds(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    model = tmp_path / "artifacts" / "kf"
+    (model / "fold0").mkdir(parents=True)
+    (model / "cv.json").write_text('{"folds": 2}')
+    args = ["--model", str(model), "--data", str(tiny_model["data"]), "--out", str(tmp_path / "x.csv")]
+    proc = subprocess.run([sys.executable, "-m", "runtime.predict", *args], cwd=ROOT, capture_output=True, text=True)
+    assert_one_line_error(proc, "holds a k-fold run: predict with --folds", "MODEL=kf/fold0")

@@ -15,7 +15,8 @@ from runtime.artifacts import export_command, fold_dirs
 from runtime.errors import UserError, run_cli
 from runtime.predict import main as predict_main
 from train.clean import read_pred_probs
-from train.kfold import make_folds
+from train.config import TrainConfig
+from train.kfold import fold_record, make_folds
 from train.train import main as train_main
 
 
@@ -34,6 +35,8 @@ def test_folds_larger_than_the_smallest_class_are_refused() -> None:
         UserError, match="FOLDS=4 is larger than the smallest class \\('c': 3 images\\); use FOLDS <= 3"
     ):
         make_folds(["a"] * 10 + ["c"] * 3, 4, seed=0)
+    with pytest.raises(UserError, match="\\('c': 1 image\\); k-fold needs at least 2 images of every class"):
+        make_folds(["a"] * 10 + ["c"], 2, seed=0)
     with pytest.raises(UserError, match="at least 2 folds"):
         make_folds(["a"] * 10, 1, seed=0)
 
@@ -159,6 +162,19 @@ def test_bad_kfold_arguments_are_one_line(kfold_run: dict[str, Path], args: list
     assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_stale_fold_artifact_hint_names_the_kfold_export() -> None:
-    assert export_command(Path("artifacts/m/fold3/best.pt")) == "make export MODEL=m FOLDS=k"
+def test_stale_fold_artifact_hint_names_the_kfold_export(tmp_path: Path) -> None:
+    assert export_command(Path("artifacts/m/fold3/best.pt")) == "make export MODEL=m FOLDS=k"  # no cv.json
+    (tmp_path / "m" / "fold1").mkdir(parents=True)
+    (tmp_path / "m" / "cv.json").write_text('{"folds": 2}')
+    assert export_command(tmp_path / "m" / "fold1" / "best.pt") == "make export MODEL=m FOLDS=2"
     assert export_command(Path("artifacts/m/best.pt")) == "make export MODEL=m"
+
+
+def test_fold_record_changes_with_the_class_map(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("image_id,label\na.png,x\n")
+    (tmp_path / "encode_classes.json").write_text('{"x": 0, "y": 1}')
+    cfg = TrainConfig(architecture="resnet18", data=str(tmp_path))
+    before = fold_record(cfg, 2, 0, "train.csv")
+    assert before == fold_record(cfg, 2, 0, "train.csv")
+    (tmp_path / "encode_classes.json").write_text('{"x": 0}')
+    assert fold_record(cfg, 2, 0, "train.csv")["class_map_sha256"] != before["class_map_sha256"]
