@@ -29,10 +29,11 @@ class CellSpec:
         Raises:
             UserError: unknown engine, precision or TTA name.
         """
-        head, _, tta = str(text).partition("@")
-        engine, _, precision = head.partition(":")
+        head, at, tta = str(text).partition("@")
+        engine, colon, precision = head.partition(":")
         spec = cls(engine.strip(), precision.strip() or "fp32", tta.strip() or "none")
-        if spec.engine not in ENGINE_NAMES or spec.precision not in PRECISIONS or spec.tta not in TTA_MODES:
+        empty = (at and not tta.strip()) or (colon and not precision.strip())  # "onnx@" or "onnx:" says nothing
+        if empty or spec.engine not in ENGINE_NAMES or spec.precision not in PRECISIONS or spec.tta not in TTA_MODES:
             raise UserError(
                 f"{source}: cell {text!r} is not engine[:precision][@tta] with engine in {', '.join(ENGINE_NAMES)}, "
                 f"precision in {', '.join(PRECISIONS)}, tta in {', '.join(TTA_MODES)}"

@@ -57,7 +57,7 @@ def test_cell_spec_parses(text: str, expected: CellSpec) -> None:
     assert CellSpec.parse(expected.label) == expected
 
 
-@pytest.mark.parametrize("text", ["tensorflow", "onnx:int4", "onnx@rotate", ""])
+@pytest.mark.parametrize("text", ["tensorflow", "onnx:int4", "onnx@rotate", "", "onnx@", "onnx:", "onnx:@hflip"])
 def test_cell_spec_rejects_unknown_names(text: str) -> None:
     with pytest.raises(UserError, match="engine\\[:precision\\]\\[@tta\\]"):
         CellSpec.parse(text)
