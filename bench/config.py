@@ -87,15 +87,15 @@ class BenchConfig:
         if not 0 < self.min_f1_ratio <= 1:
             raise UserError(f"{source}: key 'min_f1_ratio' must be in (0, 1]")
         for entry in self.ensembles:
-            head, _, tta = str(entry).partition("@")
+            head, at, tta = str(entry).partition("@")
             if head.startswith("folds:"):
                 _, model, *rest = head.split(":", 2)
                 if not model:
                     raise UserError(f"{source}: key 'ensembles': {entry!r} needs a model, folds:<model>[:engine]")
-                CellSpec.parse((rest[0] if rest else "onnx") + (f"@{tta}" if tta else ""), f"{source}: {entry}")
+                CellSpec.parse((rest[0] if rest else "onnx") + at + tta, f"{source}: {entry}")
             elif not Path(head).is_file():
                 raise UserError(f"{source}: key 'ensembles': {head} not found")
-            elif tta and tta not in TTA_MODES:
+            elif at and tta not in TTA_MODES:
                 raise UserError(
                     f"{source}: key 'ensembles': {entry!r}: TTA {tta!r} is not one of {', '.join(TTA_MODES)}"
                 )
