@@ -46,6 +46,20 @@ class CellSpec:
         return f"{self.engine}:{self.precision}" + (f"@{self.tta}" if self.tta != "none" else "")
 
 
+def parse_fold_entry(entry: str, source: str = "bench config") -> tuple[str, CellSpec]:
+    """``folds:<model>[:engine[:precision]][@tta]`` (an ``ensembles`` entry) -> (model, cell spec; engine onnx
+    by default).
+
+    Raises:
+        UserError: no model, or an unknown engine, precision or TTA name.
+    """
+    head, at, tta = entry.partition("@")
+    _, model, *rest = head.split(":", 2)
+    if not model:
+        raise UserError(f"{source}: key 'ensembles': {entry!r} needs a model, folds:<model>[:engine]")
+    return model, CellSpec.parse((rest[0] if rest else "onnx") + at + tta, f"{source}: {entry}")
+
+
 @dataclasses.dataclass
 class BenchConfig:
     """Keys of ``configs/bench.yaml`` (see the comments there)."""
@@ -89,10 +103,7 @@ class BenchConfig:
         for entry in self.ensembles:
             head, at, tta = str(entry).partition("@")
             if head.startswith("folds:"):
-                _, model, *rest = head.split(":", 2)
-                if not model:
-                    raise UserError(f"{source}: key 'ensembles': {entry!r} needs a model, folds:<model>[:engine]")
-                CellSpec.parse((rest[0] if rest else "onnx") + at + tta, f"{source}: {entry}")
+                parse_fold_entry(str(entry), source)
             elif not Path(head).is_file():
                 raise UserError(f"{source}: key 'ensembles': {head} not found")
             elif at and tta not in TTA_MODES:

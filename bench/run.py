@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.compare import check_same_held_out, held_out_fingerprint, load_baseline, parse_tolerance, regressions
-from bench.config import BenchConfig, CellSpec
+from bench.config import BenchConfig, CellSpec, parse_fold_entry
 from bench.cost import model_cost
 from bench.environment import environment
 from bench.measure import matmul_peak_gflops, summarize
@@ -146,8 +146,7 @@ def ensemble_cell(cfg: BenchConfig, entry: str) -> Cell:
     tta = tta or "none"
     try:
         if head.startswith("folds:"):
-            _, model, *rest = head.split(":", 2)
-            spec = CellSpec.parse((rest[0] if rest else "onnx") + f"@{tta}", f"ensembles: {entry}")
+            model, spec = parse_fold_entry(entry, "ensembles")
             members = [{"model": m, "engine": spec.engine, "precision": spec.precision, "weight": 1.0}
                        for m in fold_models(str(Path(cfg.artifacts) / model))]  # fmt: skip
             return Cell(f"ensemble:{model}:{len(members)} folds", spec, 0, members, model)

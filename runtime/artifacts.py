@@ -49,6 +49,24 @@ def file_sha256(path: str | os.PathLike) -> str:
 CV_SUMMARY = "cv.json"
 
 
+def is_fold_dir(path: Path) -> bool:
+    """True for a k-fold model folder name, ``fold<k>``."""
+    return path.name.startswith("fold") and path.name[4:].isdigit()
+
+
+def _read_cv_summary(path: Path, train_cmd: str) -> tuple[dict, int]:
+    """(the ``cv.json`` mapping, its number of folds K).
+
+    Raises:
+        UserError: unreadable or without an integer ``folds``.
+    """
+    try:
+        summary = json.loads(path.read_text())
+        return summary, int(summary["folds"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable k-fold summary ({exc}); train again with {train_cmd}") from None
+
+
 def fold_dirs(model_dir: str | os.PathLike, folds: int | None = None) -> list[Path]:
     """The k-fold models ``fold0/ .. fold<K-1>/`` of ``model_dir``, K read from its ``cv.json``.
 
@@ -68,15 +86,11 @@ def fold_dirs(model_dir: str | os.PathLike, folds: int | None = None) -> list[Pa
     train_cmd = f"`make train MODEL={model_dir.name} FOLDS=k`"
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such model folder")
-    if model_dir.name.startswith("fold") and model_dir.name[4:].isdigit():
+    if is_fold_dir(model_dir):
         raise UserError(f"{model_dir}: one fold model; give the folder holding the folds ({model_dir.parent})")
     if not summary_path.is_file():
         raise UserError(f"{model_dir}: no {CV_SUMMARY}, so no finished k-fold run; train with {train_cmd} first")
-    try:
-        summary = json.loads(summary_path.read_text())
-        count = int(summary["folds"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{summary_path}: unreadable k-fold summary ({exc}); train again with {train_cmd}") from None
+    summary, count = _read_cv_summary(summary_path, train_cmd)
     if folds is not None and folds != count:
         raise UserError(f"{summary_path}: the finished k-fold run has {count} folds, not {folds}")
     hashes = summary.get("checkpoints_sha256") or [None] * count
@@ -99,10 +113,10 @@ def export_command(checkpoint: Path) -> str:
     """The ``make export`` command that rebuilds the artifacts of ``checkpoint`` (a fold model: all folds, K read
     from the run's ``cv.json``; ``FOLDS=k`` when it cannot be read)."""
     folder = checkpoint.parent
-    if folder.name.startswith("fold") and folder.name[4:].isdigit():
+    if is_fold_dir(folder):
         try:
-            count = str(int(json.loads((folder.parent / CV_SUMMARY).read_text())["folds"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            count = str(_read_cv_summary(folder.parent / CV_SUMMARY, "")[1])
+        except UserError:
             count = "k"
         return f"make export MODEL={folder.parent.name} FOLDS={count}"
     return f"make export MODEL={folder.name}"

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from runtime.artifacts import CV_SUMMARY, file_sha256
+from runtime.artifacts import CV_SUMMARY, file_sha256, is_fold_dir
 from runtime.atomic import atomic_path, write_text
 from runtime.dataset import image_dir_for, image_paths, read_class_map, read_csv, require_dir, require_unique_ids
 from runtime.errors import UserError
@@ -245,9 +245,7 @@ def cross_validate(
     summary = {"csv": csv_name, "seed": cfg.seed, **summarize_cv(oof, fold_of, class_names)}
     model_dir = Path(cfg.artifacts) / name
     summary["checkpoints_sha256"] = [file_sha256(model_dir / f"fold{k}" / "best.pt") for k in range(folds)]
-    extra = sorted(
-        int(p.name[4:]) for p in model_dir.glob("fold*") if p.name[4:].isdigit() and int(p.name[4:]) >= folds
-    )
+    extra = sorted(int(p.name[4:]) for p in model_dir.glob("fold*") if is_fold_dir(p) and int(p.name[4:]) >= folds)
     if extra:
         which = f"fold{extra[0]}" if len(extra) == 1 else f"{len(extra)} folders fold{extra[0]} .. fold{extra[-1]}"
         print(f"note: {which} in {model_dir}: from an earlier run with more folds, not part of this one (delete "
