@@ -27,6 +27,7 @@ class TrainConfig:
     pretrained_path: str | None = None
     freeze_backbone: bool = False
     drop_rate: float = 0.0
+    global_pool: str | None = None  # timm head pooling: avg | max | avgmax | catavgmax (null: the model's own)
     img_size: int | None = None
     crop_pct: float | None = None
     interpolation: str | None = None
@@ -61,7 +62,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
-    amp_dtype: str = "float16"  # float16 or bfloat16 (CUDA only)
+    amp_dtype: str = "float16"  # CUDA: float16 or bfloat16; CPU: bfloat16 only (native AVX512-BF16/AMX), else FP32
     data: str = "data/elpv"
     train_csv: str = "train_.csv"
     valid_csv: str = "valid_.csv"
@@ -96,6 +97,7 @@ class TrainConfig:
             ("workers", self.workers >= 0),
             ("device", self.device in ("auto", "cpu") or self.device.startswith("cuda")),
             ("drop_rate", 0 <= self.drop_rate < 1),
+            ("global_pool", self.global_pool in (None, "avg", "max", "avgmax", "catavgmax")),
             ("mixup", self.mixup >= 0),
             ("cutmix", self.cutmix >= 0),
             ("mixup_prob", 0 <= self.mixup_prob <= 1),

@@ -63,10 +63,31 @@ class EpochMetrics:
         return {"loss": total / max(seen, 1), "f1_micro": micro, "f1_macro": macro}
 
 
+def amp_dtype_for(amp: bool, dtype: str, device: torch.device) -> str | None:
+    """The autocast dtype to train with, or None for FP32.
+
+    CUDA: ``dtype`` (``float16`` with a GradScaler, or ``bfloat16``). CPU: ``bfloat16`` only, and only where
+    oneDNN runs it natively (:func:`cpu_has_native_bf16`): emulated
+    bf16 is slower than FP32. Measured on this project's 2-core AVX512-BF16 CPU: resnet18 at 160 px, batch 16,
+    channels_last trains at 101 img/s in bf16 vs 62 img/s in FP32.
+    """
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return dtype
+    if device.type == "cpu" and dtype == "bfloat16" and cpu_has_native_bf16():
+        return dtype
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def autocast(device: torch.device, dtype: str | None) -> torch.autocast:
-    """Mixed precision on CUDA (``float16`` / ``bfloat16``); disabled for ``None`` or on the CPU."""
-    enabled = dtype is not None and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype or "float16"), enabled=enabled)
+    """Mixed precision in ``dtype`` (see :func:`amp_dtype_for`); disabled for ``None``."""
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype or "float16"), enabled=dtype is not None)
 
 
 def train_one_epoch(

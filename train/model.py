@@ -30,6 +30,8 @@ def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     kwargs: dict = {"num_classes": num_classes, "drop_rate": cfg.drop_rate}
     if cfg.img_size is not None and _accepts_img_size(cfg.architecture):
         kwargs["img_size"] = cfg.img_size
+    if cfg.global_pool is not None:
+        kwargs["global_pool"] = cfg.global_pool
     if cfg.pretrained_path:
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained_path}
     pretrained = cfg.pretrained or bool(cfg.pretrained_path)

@@ -34,7 +34,7 @@ from runtime.errors import ArgumentParser, UserError, description, positive_int,
 from train.checkpoint import save_checkpoint
 from train.config import TrainConfig, load_train_config
 from train.data import ImageDataset, class_weights, make_loader, train_transform, valid_transform
-from train.loop import evaluate, train_one_epoch
+from train.loop import amp_dtype_for, evaluate, train_one_epoch
 from train.model import create_model, freeze_backbone, make_meta
 from train.report import log_best_epoch
 
@@ -200,7 +200,10 @@ def train(name: str, cfg: TrainConfig, resume: bool = False) -> dict[str, float]
     eval_criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(cfg, optimizer)
-    amp_dtype = cfg.amp_dtype if cfg.amp and device.type == "cuda" else None
+    amp_dtype = amp_dtype_for(cfg.amp, cfg.amp_dtype, device)
+    if cfg.amp and cfg.amp_dtype == "bfloat16" and device.type == "cpu" and amp_dtype is None and ddp.main:
+        print("note: this CPU has no native bfloat16 (AVX512-BF16/AMX): training in FP32", file=sys.stderr)
+    eval_amp = amp_dtype if device.type == "cuda" else None  # CPU: validate in FP32, as the exported model runs
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == "float16")
 
     model_dir = Path(cfg.artifacts) / name
@@ -247,7 +250,7 @@ def train(name: str, cfg: TrainConfig, resume: bool = False) -> dict[str, float]
             scheduler.step(epoch)
             if ddp.main:
                 scored = ema.module if ema is not None else model
-                va = evaluate(scored, valid_loader, eval_criterion, device, k, amp_dtype, f"epoch {epoch} valid",
+                va = evaluate(scored, valid_loader, eval_criterion, device, k, eval_amp, f"epoch {epoch} valid",
                               cfg.channels_last)  # fmt: skip
                 for split_name, metrics in (("train", tr), ("valid", va)):
                     for key, value in metrics.items():

@@ -44,3 +44,26 @@ def test_seed_backbone_configs_build(name: str) -> None:
     _, cfg = load_train_config(name)
     assert timm.is_model(cfg.architecture)
     assert cfg.freeze_backbone and cfg.pretrained and cfg.lr_gamma == 0.8 and cfg.lr_step_epochs == 2
+
+
+def test_amp_dtype_follows_device_and_cpu_support(monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.loop
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert train.loop.amp_dtype_for(False, "bfloat16", cuda) is None
+    assert train.loop.amp_dtype_for(True, "float16", cuda) == "float16"
+    assert train.loop.amp_dtype_for(True, "float16", cpu) is None  # the seed's default stays FP32 on the CPU
+    monkeypatch.setattr(train.loop, "cpu_has_native_bf16", lambda: True)
+    assert train.loop.amp_dtype_for(True, "bfloat16", cpu) == "bfloat16"
+    monkeypatch.setattr(train.loop, "cpu_has_native_bf16", lambda: False)
+    assert train.loop.amp_dtype_for(True, "bfloat16", cpu) is None  # emulated bf16 is slower than FP32
+
+
+def test_cpu_bfloat16_autocast_runs_the_forward_in_bfloat16() -> None:
+    from train.loop import autocast
+
+    layer = torch.nn.Linear(4, 2)
+    with autocast(torch.device("cpu"), "bfloat16"):
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), None):
+        assert layer(torch.ones(1, 4)).dtype == torch.float32

@@ -68,3 +68,12 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_old_one(tmp_path: Path, m
     with pytest.raises(OSError, match=r"cannot write the checkpoint \(\d+ MiB free on its disk\): .*unexpected pos"):
         save_checkpoint(path, model, meta)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_global_pool_is_passed_to_timm_and_checked() -> None:
+    model = create_model(TrainConfig(architecture="test_resnet", global_pool="max"), num_classes=4)
+    assert model.global_pool.pool_type == "max"
+    out = model(torch.zeros(1, 3, 64, 64))
+    assert out.shape == (1, 4)
+    with pytest.raises(UserError, match="'global_pool'"):
+        TrainConfig(architecture="test_resnet", global_pool="median").validate("m.yaml")
