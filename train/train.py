@@ -228,7 +228,7 @@ def train(name: str, cfg: TrainConfig, resume: bool = False) -> dict[str, float]
         print(
             f"train {name} ({cfg.architecture}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
             f"on {device} x {ddp.world}: {len(train_paths)} train / {len(valid_paths)} valid images, {k} classes, "
-            f"input {meta.input_size[1]}x{meta.input_size[2]}",
+            f"input {meta.input_size[1]}x{meta.input_size[2]}, {amp_dtype or 'float32'}",
             file=sys.stderr,
         )
     writer = SummaryWriter(str(run_dir)) if ddp.main else None

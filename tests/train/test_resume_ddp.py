@@ -97,3 +97,14 @@ def test_missing_dataset_and_resume_of_another_architecture(tiny_model: dict[str
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode != 0 and "not divisible by the 2 processes" in proc.stderr
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="CPU without native bfloat16")
+def test_cpu_bfloat16_training_writes_an_fp32_checkpoint(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    cfg = _config(tiny_model, tmp_path, "bf16", "epochs: 1\namp: true\namp_dtype: bfloat16\nglobal_pool: avgmax\n")
+    proc = run_module("train", "--model", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "bfloat16" in proc.stderr.splitlines()[0]
+    weights = _weights(tmp_path / "artifacts" / "bf16" / "best.pt")
+    assert all(w.dtype in (torch.float32, torch.int64) for w in weights.values())
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
