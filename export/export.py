@@ -313,7 +313,7 @@ def add_common_args(p: ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model name: artifacts/<model>/best.pt is the reference")
     p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
     p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
 
 
 def config_from_args(args: Any, **overrides: Any) -> ExportConfig:

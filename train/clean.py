@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train.clean``."""
     p = ArgumentParser(prog="python -m train.clean", description=description(__doc__))
     p.add_argument("--config", default="configs/clean.yaml", help="YAML config (default: configs/clean.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
     p.add_argument("--evaluate", action="store_true", help="run the injection harness on ELPV instead")
     args, rest = p.parse_known_args(argv)
     if args.evaluate:

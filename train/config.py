@@ -114,7 +114,9 @@ class TrainConfig:
         ]  # fmt: skip
         for key, ok in checks:
             if not ok:
-                raise UserError(f"{source}: key {key!r} has an invalid value {getattr(self, key)!r}")
+                hint = {"warmup_epochs": f" (must be below epochs = {self.epochs})",
+                        "min_lr": f" (must be below lr = {self.lr})"}.get(key, "")  # fmt: skip
+                raise UserError(f"{source}: key {key!r} has an invalid value {getattr(self, key)!r}{hint}")
         if self.pretrained_path and not Path(self.pretrained_path).is_file():
             raise UserError(f"{source}: pretrained_path {self.pretrained_path!r} is not a file")
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train.split``."""
     p = ArgumentParser(prog="python -m train.split", description=description(__doc__))
     p.add_argument("--config", default="configs/split.yaml", help="YAML config (default: configs/split.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
     args = p.parse_args(argv)
     split(load_config(SplitConfig, args.config, parse_overrides(args.set)))
     return 0

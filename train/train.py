@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="dataset folder (overrides the config's data)")
     p.add_argument("--epochs", type=positive_int, help="override epochs")
     p.add_argument("--resume", action="store_true", help="continue from artifacts/<model>/last.pt")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
     p.add_argument("--folds", type=int, help="k-fold cross-validation: K models + oof.csv (see train.kfold)")
     p.add_argument("--folds-csv", help="with --folds: CSV cut into folds (default: train.csv)")
     p.add_argument("--fold", type=int, help="with --folds: train only this fold (0-based)")
