@@ -32,7 +32,7 @@ from bench.measure import matmul_peak_gflops, summarize
 from bench.report import markdown_table, write_run
 from bench.worker import CellFailed, CellProcess
 from runtime.artifacts import artifact_file
-from runtime.config import load_config, parse_overrides
+from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import image_dir_for, image_paths, read_csv, require_dir
 from runtime.errors import ArgumentParser, UserError, description, one_line
 from train.loop import f1_micro_macro
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench``; returns 0, or 4 on a regression against ``--baseline``."""
     p = ArgumentParser(prog="python -m bench", description=description(__doc__))
     p.add_argument("--config", default="configs/bench.yaml", help="YAML config (default: configs/bench.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    add_set_argument(p)
     p.add_argument("--run", help="name of the report folder under out (default: date and time)")
     p.add_argument("--baseline", help="results.json of an earlier run to compare with")
     p.add_argument(

@@ -29,7 +29,7 @@ from export.onnx import EXPORTERS, export_onnx, write_onnx_meta
 from export.quantize import CALIBRATION_METHODS, QUANT_TYPES, convert_fp16, quantize_int8
 from export.verify import Gates, collect_logits, judge, summary_line, update_record
 from runtime.artifacts import ARTIFACT_FILES, file_sha256, fold_dirs
-from runtime.config import load_config, parse_overrides
+from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
 from runtime.engines import engine_class
 from runtime.engines.pytorch import TorchEngine
@@ -313,7 +313,7 @@ def add_common_args(p: ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model name: artifacts/<model>/best.pt is the reference")
     p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
     p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")
-    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
+    add_set_argument(p)
 
 
 def config_from_args(args: Any, **overrides: Any) -> ExportConfig:

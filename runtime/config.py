@@ -6,6 +6,7 @@ Every entry point loads its config through :func:`load_config`: a YAML file (opt
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -41,6 +42,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys to values at the top level")
     return data
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set key=value [key=value ...]`` (repeatable) on ``parser``; read the result with :func:`parse_overrides`."""
+    parser.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from runtime.atomic import atomic_path, write_text
-from runtime.config import load_config, parse_overrides
+from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import read_csv, require_dir, require_unique_ids
 from runtime.errors import ArgumentParser, UserError, description, run_cli, short_reason
 from runtime.preprocess import open_rgb
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train.clean``."""
     p = ArgumentParser(prog="python -m train.clean", description=description(__doc__))
     p.add_argument("--config", default="configs/clean.yaml", help="YAML config (default: configs/clean.yaml)")
-    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
+    add_set_argument(p)
     p.add_argument("--evaluate", action="store_true", help="run the injection harness on ELPV instead")
     args, rest = p.parse_known_args(argv)
     if args.evaluate:

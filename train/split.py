@@ -15,7 +15,7 @@ from pathlib import Path
 from sklearn.model_selection import train_test_split
 
 from runtime.atomic import atomic_path, write_text
-from runtime.config import load_config, parse_overrides
+from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import class_map, read_csv, require_dir
 from runtime.errors import ArgumentParser, UserError, description, run_cli
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train.split``."""
     p = ArgumentParser(prog="python -m train.split", description=description(__doc__))
     p.add_argument("--config", default="configs/split.yaml", help="YAML config (default: configs/split.yaml)")
-    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
+    add_set_argument(p)
     args = p.parse_args(argv)
     split(load_config(SplitConfig, args.config, parse_overrides(args.set)))
     return 0

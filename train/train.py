@@ -27,7 +27,7 @@ from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.utils import ModelEmaV3
 from torch.utils.tensorboard import SummaryWriter
 
-from runtime.config import parse_overrides
+from runtime.config import add_set_argument, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_class_map, read_csv, require_dir
 from runtime.engines.pytorch import load_checkpoint
 from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="dataset folder (overrides the config's data)")
     p.add_argument("--epochs", type=positive_int, help="override epochs")
     p.add_argument("--resume", action="store_true", help="continue from artifacts/<model>/last.pt")
-    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
+    add_set_argument(p)
     p.add_argument("--folds", type=int, help="k-fold cross-validation: K models + oof.csv (see train.kfold)")
     p.add_argument("--folds-csv", help="with --folds: CSV cut into folds (default: train.csv)")
     p.add_argument("--fold", type=int, help="with --folds: train only this fold (0-based)")

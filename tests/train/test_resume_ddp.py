@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import ROOT, assert_one_line_error, run_module
 
+from train.loop import cpu_has_native_bf16
+
 
 def _config(tiny_model: dict[str, Path], tmp_path: Path, name: str, extra: str = "") -> Path:
     text = tiny_model["config"].read_text().replace(str(tiny_model["work"]), str(tmp_path))
@@ -99,7 +101,7 @@ def test_missing_dataset_and_resume_of_another_architecture(tiny_model: dict[str
     assert proc.returncode != 0 and "not divisible by the 2 processes" in proc.stderr
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="CPU without native bfloat16")
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bfloat16")
 def test_cpu_bfloat16_training_writes_an_fp32_checkpoint(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     cfg = _config(tiny_model, tmp_path, "bf16", "epochs: 1\namp: true\namp_dtype: bfloat16\nglobal_pool: avgmax\n")
     proc = run_module("train", "--model", str(cfg))
