@@ -89,6 +89,10 @@ class OnnxEngine(Engine):
         out = self.session.run(["features"], {self.input_name: np.ascontiguousarray(batch, np.float32)})
         return np.asarray(out[0], dtype=np.float32)
 
+    def close(self) -> None:
+        """Release the ONNX Runtime session (idempotent); the engine cannot run afterwards."""
+        self.__dict__.pop("session", None)
+
     def describe(self) -> dict[str, Any]:
         """See :meth:`Engine.describe`."""
         return {
@@ -110,7 +114,3 @@ def physical_cores() -> int:
         return len(cores) or len(cpus)
     except (OSError, AttributeError):
         return os.cpu_count() or 1
-
-    def close(self) -> None:
-        """Drop the session."""
-        self.__dict__.pop("session", None)

@@ -32,8 +32,8 @@ def read_meta(model: ov.Model, source: str) -> ModelMeta:
 class OpenVINOEngine(Engine):
     """OpenVINO inference on the CPU with the THROUGHPUT performance hint.
 
-    ``run`` splits a batch over the compiled model's optimal number of infer requests (``AsyncInferQueue``),
-    so several are in flight at once, and returns the logits in order.
+    ``run`` splits a batch over the compiled model's optimal number of infer requests, so several are in flight
+    at once, and returns the logits in order.
 
     Raises:
         UserError: a device other than CPU, or an unreadable model.
@@ -59,14 +59,10 @@ class OpenVINOEngine(Engine):
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config)
         self.outputs = {o.get_any_name(): o for o in self.compiled.outputs}
-        self.output = self.outputs["logits"]
         self.requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        self.queue = ov.AsyncInferQueue(self.compiled, self.requests)
-        self._results: dict[int, np.ndarray] = {}
-        self.queue.set_callback(self._collect)
-
-    def _collect(self, request: ov.InferRequest, index: int) -> None:
-        self._results[index] = request.get_tensor(self.output).data.copy()
+        # plain infer requests, not an AsyncInferQueue with a callback: the callback (a bound method) ties the
+        # queue to the engine, and dropping that queue in close() deadlocked OpenVINO 2025 within a few engines
+        self.infer_requests = [self.compiled.create_infer_request() for _ in range(self.requests)]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """See :meth:`Engine.run`."""
@@ -79,14 +75,20 @@ class OpenVINOEngine(Engine):
         return self._infer(batch, "features")
 
     def _infer(self, batch: np.ndarray, output: str) -> np.ndarray:
-        self.output = self.outputs[output]
+        port = self.outputs[output]
         batch = np.ascontiguousarray(batch, np.float32)
         chunks = np.array_split(batch, min(self.requests, len(batch)))
-        self._results.clear()
-        for i, chunk in enumerate(chunks):
-            self.queue.start_async({0: chunk}, userdata=i)
-        self.queue.wait_all()
-        return np.concatenate([self._results[i] for i in range(len(chunks))]).astype(np.float32, copy=False)
+        busy = self.infer_requests[: len(chunks)]
+        for request, chunk in zip(busy, chunks, strict=True):
+            request.start_async({0: chunk})
+        for request in busy:
+            request.wait()
+        return np.concatenate([r.get_tensor(port).data.copy() for r in busy]).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        """Release the infer requests and the compiled model (idempotent); the engine cannot run afterwards."""
+        for attr in ("infer_requests", "compiled", "outputs"):
+            self.__dict__.pop(attr, None)
 
     def describe(self) -> dict[str, Any]:
         """See :meth:`Engine.describe`."""
