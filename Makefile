@@ -20,7 +20,7 @@ ARGS   ?=
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data split train export verify predict features clean bench microbench memory demo test lint format tensorboard distclean
+.PHONY: help venv data split train export verify predict features audit clean bench microbench memory demo test lint format tensorboard distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,7 +58,7 @@ predict: $(STAMP)  ## write $(OUT) for $(DATA)/$(CSV) with ENGINE (and PRECISION
 features: $(STAMP)  ## pre-logit features of DATA/train.csv with ENGINE -> features/$(MODEL)/
 	$(PY) -m runtime.features --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) --csv train.csv --out features/$(MODEL) $(ARGS)
 
-clean: $(STAMP)  ## outliers + label issues from features/$(MODEL) -> reports/clean/ (configs/clean.yaml)
+audit: $(STAMP)  ## dataset cleaning: flag outliers + label issues from features/$(MODEL) -> reports/clean/ (configs/clean.yaml)
 	$(PY) -m train.clean --set features=features/$(MODEL) --set csv=$(DATA)/train.csv --set images=$(DATA)/train $(ARGS)
 
 bench: $(STAMP)  ## F1 x throughput x latency of every trained backbone x engine -> reports/<run>/ [BASELINE=results.json]
@@ -100,5 +100,15 @@ format: $(STAMP)  ## apply ruff format and safe fixes
 tensorboard: $(STAMP)  ## open the training logs under runs/
 	$(VENV)/bin/tensorboard --logdir runs
 
-distclean:  ## remove generated outputs (data/, runs/, artifacts/, reports/) and .venv
-	rm -rf data runs artifacts reports submission.csv $(VENV)
+# Generated outputs that `make clean` removes. Folders under data/ go only when this tool wrote them (they carry
+# the .imgcls-output marker, e.g. data/elpv from `make data`): a dataset you put there yourself is never touched.
+GENERATED := artifacts runs reports features submission.csv submission.csv.errors.csv submission.csv.partial.csv
+
+clean:  ## remove generated outputs: artifacts/ runs/ reports/ features/ submission.csv*, tool-written data/* (keeps .venv)
+	@for p in $(GENERATED) $(dir $(wildcard data/*/.imgcls-output)); do \
+		if [ -e "$$p" ]; then echo "removing $$p"; rm -rf "$$p"; fi; \
+	done
+	@for d in data/*/; do [ -d "$$d" ] && [ ! -e "$$d.imgcls-output" ] && echo "kept $$d (not written by this tool)"; done; true
+
+distclean: clean  ## make clean, then remove .venv too
+	rm -rf $(VENV)

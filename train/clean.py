@@ -1,4 +1,4 @@
-"""``python -m train.clean`` (``make clean MODEL=<m>``): find outliers and mislabeled images from features.
+"""``python -m train.clean`` (``make audit MODEL=<m>``): find outliers and mislabeled images from features.
 
 Reads ``features.npy`` + ``index.csv`` written by ``runtime.features``, scores every image with each method of
 :mod:`train.outliers`, and writes to ``--out``: ``scores.csv`` (image_id, label, a score and a flag per method,

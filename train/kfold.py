@@ -6,7 +6,7 @@ picks its best epoch on fold k, then predicts fold k. Outputs, in ``artifacts/<m
 
 - ``fold<k>/best.pt`` (+ ``last.pt``, ``fold_train.csv``, ``fold_valid.csv``, ``oof.csv``) per fold;
 - ``oof.csv``: ``image_id,label`` and one probability column per class, each row predicted by the one model that
-  never trained on it, in the order of the training CSV (``make clean ARGS="--set pred_probs=..."`` reads it);
+  never trained on it, in the order of the training CSV (``make audit ARGS="--set pred_probs=..."`` reads it);
 - ``cv.json``: per-fold and mean +- std micro-/macro-F1 (the fold's validation set also chose its best epoch, as
   with early stopping, so the CV estimate is slightly optimistic).
 

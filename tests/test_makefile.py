@@ -1,0 +1,26 @@
+"""``make clean`` removes generated outputs and nothing a user made."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_make_clean_removes_outputs_and_keeps_user_data(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for folder in ("artifacts/m", "runs/m", "reports/r", "features/m", "data/elpv", "data/mine", "configs"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "data/elpv/.imgcls-output").write_text("written by imgcls-deploy\n")  # what `make data` leaves
+    (tmp_path / "data/mine/train.csv").write_text("image_id,label\n")
+    (tmp_path / "submission.csv").write_text("image_id,label\n")
+    (tmp_path / "configs/bench.yaml").write_text("{}\n")
+    proc = subprocess.run(["make", "-s", "clean"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for gone in ("artifacts", "runs", "reports", "features", "submission.csv", "data/elpv"):
+        assert not (tmp_path / gone).exists(), gone
+        assert f"removing {gone}" in proc.stdout
+    assert (tmp_path / "data/mine/train.csv").is_file() and (tmp_path / "configs/bench.yaml").is_file()
+    assert "kept data/mine/" in proc.stdout
