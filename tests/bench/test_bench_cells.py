@@ -41,3 +41,16 @@ def test_a_dying_worker_is_a_recorded_failure(tiny_model: dict[str, Path]) -> No
     with pytest.raises(CellFailed, match="worker process died with exit code -9 \\(killed: out of memory\\?\\)"):
         cell.call("predict", [], 4, 1)
     cell.stop()
+
+
+def test_torch_fp16_cell_runs_the_checkpoint_under_autocast(tiny_model: dict[str, Path]) -> None:
+    from bench.worker import torch_cuda_peak_mib
+
+    artifacts = str(tiny_model["work"] / "artifacts")
+    cfg = BenchConfig(data=str(tiny_model["data"]), artifacts=artifacts, models=["tiny"], min_seconds=0.1, rounds=1,
+                      batch_sizes=[4], engines=["torch", "torch:fp16"], matmul_peak=False)  # fmt: skip
+    rows = run_bench(cfg)["rows"]
+    assert [r["cell"] for r in rows] == ["torch:fp32", "torch:fp16"] and all(r["status"] == "ok" for r in rows)
+    assert "autocast float16" in rows[1]["provider"] and "autocast" not in rows[0]["provider"]
+    assert rows[1]["reference"] == "torch:fp32" and rows[1]["agreement"] >= 0.75
+    assert rows[0]["gpu_mem_mib"] is None and torch_cuda_peak_mib() is None  # no GPU here
