@@ -30,8 +30,10 @@ def gpu_line() -> str | None:
         return "the GPU check needs torch (with CUDA): pip install '.[train]'"
     if torch.cuda.is_available():
         return None
-    return (f"no CUDA GPU: torch {torch.__version__} sees none here; `make gpu-check` runs on a GPU machine "
-            "(`python -m bench.gpucheck --plan` lists what it would run)")  # fmt: skip
+    return (
+        f"no CUDA GPU: torch {torch.__version__} sees none here; `make gpu-check` runs on a GPU machine "
+        "(`python -m bench.gpucheck --plan` lists what it would run)"
+    )
 
 
 def load_manifest(data: Path) -> dict[str, Any] | None:
@@ -70,7 +72,7 @@ def selected(only: str | None) -> list[Any]:
     Raises:
         UserError: an unknown name (lists the known ones).
     """
-    from bench.gpucheck.checks import all_checks
+    from bench.gpucheck.plan import all_checks
 
     checks = all_checks()
     if not only:
@@ -87,8 +89,7 @@ def print_plan(kit: Any, checks: list[Any]) -> None:
     evaluated: a check whose need fails is skipped at run time)."""
     data = kit.manifest
     state = f"{data['images']['total']} images, {data.get('size_mib')} MiB" if data else "not prepared"
-    print(f"gpu-check plan: data {kit.data} ({state}), budget {kit.runner.remaining():.0f} s, "
-          f"{len(checks)} checks")  # fmt: skip
+    print(f"gpu-check plan: data {kit.data} ({state}), budget {kit.runner.remaining():.0f} s, {len(checks)} checks")
     for i, check in enumerate(checks, 1):
         reason = check.static(kit)
         needs = f" [needs {', '.join(check.needs)}]" if check.needs else ""
@@ -101,8 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="summary folder (default: reports/gpucheck/<date-time>; on the device: $OUT)")
     p.add_argument("--data", default=str(settings.DATA_DIR), help=f"kit data (default: {settings.DATA_DIR})")
     p.add_argument("--work", help="scratch folder for checkpoints and logs (default: a new temporary folder)")
-    p.add_argument("--budget", type=float, default=settings.BUDGET_SECONDS,
-                   help=f"seconds after which no further check starts (default: {settings.BUDGET_SECONDS:.0f})")  # fmt: skip
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=settings.BUDGET_SECONDS,
+        help="seconds after which no further check starts (default: %(default).0f)",
+    )
     p.add_argument("--only", help="comma-separated check names (default: all)")
     p.add_argument("--plan", action="store_true", help="list the checks and known skip reasons; run nothing")
     p.add_argument("--models-dir", default=str(settings.MODELS_DIR), help="model configs (default: %(default)s)")
@@ -125,8 +130,13 @@ def run(kit: Any, checks: list[Any], keep_work: bool) -> int:
     from bench.gpucheck.checks import run_checks
     from bench.gpucheck.summary import exit_code, markdown
 
-    header = {"kit": "python -m bench.gpucheck", "environment": environment(), "data": str(kit.data),
-              "data_created": (kit.manifest or {}).get("created"), "budget_s": kit.runner.remaining()}  # fmt: skip
+    header = {
+        "kit": "python -m bench.gpucheck",
+        "environment": environment(),
+        "data": str(kit.data),
+        "data_created": (kit.manifest or {}).get("created"),
+        "budget_s": kit.runner.remaining(),
+    }
     print(f"gpu-check: {len(checks)} checks, budget {header['budget_s']:.0f} s, summary in {kit.out}", file=sys.stderr)
     try:
         results = run_checks(kit, checks, header)

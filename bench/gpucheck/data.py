@@ -41,11 +41,17 @@ def find_lite0(models_dir: Path = settings.MODELS_DIR) -> dict[str, Any]:
         return {"config": None, "source": None, "reason": f"{cfg} not present"}
     source = read_yaml(cfg).get("pretrained_path")
     if not source:
-        return {"config": str(cfg), "source": None,
-                "reason": f"{cfg} has no pretrained_path (hub weights cannot reach the GPU machine)"}  # fmt: skip
+        return {
+            "config": str(cfg),
+            "source": None,
+            "reason": f"{cfg} has no pretrained_path (hub weights cannot reach the GPU machine)",
+        }
     if not Path(source).is_file():
-        return {"config": str(cfg), "source": source,
-                "reason": f"{source} (pretrained_path of {cfg}) not found: write it first, then make gpu-data"}  # fmt: skip
+        return {
+            "config": str(cfg),
+            "source": source,
+            "reason": f"{source} (pretrained_path of {cfg}) not found: write it, then make gpu-data",
+        }
     return {"config": str(cfg), "source": source, "reason": None}
 
 
@@ -61,8 +67,9 @@ def prepare_images(out: Path, per_class: int, force: bool) -> dict[str, int]:
     from train.prepare_elpv import prepare
     from train.split import SplitConfig, split
 
-    elpv = prepare(out / "elpv", test_fraction=settings.TEST_FRACTION, seed=settings.SEED, per_class=per_class,
-                   force=force)  # fmt: skip
+    elpv = prepare(
+        out / "elpv", test_fraction=settings.TEST_FRACTION, seed=settings.SEED, per_class=per_class, force=force
+    )
     split(SplitConfig(dataset=str(elpv), valid_fraction=settings.VALID_FRACTION, seed=settings.SEED))
     rows = {name: len(pd.read_csv(elpv / f"{name}.csv")) for name in ("train_", "valid_", "test")}
     return {"train": rows["train_"], "valid": rows["valid_"], "test": rows["test"], "total": sum(rows.values())}
@@ -77,20 +84,33 @@ def reference(kit: Kit, model: str, old: dict | None) -> dict[str, Any]:
     if old and old.get("config_sha256") == sha and old.get("common_train") == settings.COMMON_TRAIN:
         print(f"gpu-data: keeping the CPU reference of {model} (same config and settings)", file=sys.stderr)
         return old
-    overrides = train_overrides(kit, model, {}, "cpu", f"ref-{model}")
-    print(f"gpu-data: training {model} on the CPU for the reference ({overrides['epochs']} epochs) ...", file=sys.stderr)
+    overrides = train_overrides(kit, model, {}, f"ref-{model}", reference=True)
+    print(f"gpu-data: training {model} on the CPU ({overrides['epochs']} epochs) ...", file=sys.stderr)
     done = kit.runner.run(train_command(kit, model, overrides), timeout=3600)
     if done.returncode != 0:
         raise UserError(f"CPU reference training of {model} failed: {done.error_line()} (log: {kit.runner.log_path})")
     log = parse_train_log(done.stderr)
     metrics = load_checkpoint(Path(overrides["artifacts"]) / model / "best.pt")["meta"]["metrics"]
-    return {"f1_micro": metrics["f1_micro"], "f1_macro": metrics["f1_macro"], "epoch": metrics["epoch"],
-            "dtype": log.dtype, "train_loss": [e[1] for e in log.epochs], "seconds": round(done.seconds, 1),
-            "config_sha256": sha, "common_train": settings.COMMON_TRAIN, "overrides": overrides}  # fmt: skip
+    return {
+        "f1_micro": metrics["f1_micro"],
+        "f1_macro": metrics["f1_macro"],
+        "epoch": metrics["epoch"],
+        "dtype": log.dtype,
+        "train_loss": [e[1] for e in log.epochs],
+        "seconds": round(done.seconds, 1),
+        "config_sha256": sha,
+        "common_train": settings.COMMON_TRAIN,
+        "overrides": {k: v for k, v in overrides.items() if k not in ("artifacts", "runs")},
+    }
 
 
-def prepare_kit(out: str | Path, per_class: int = settings.PER_CLASS, with_reference: bool = True,
-                models_dir: Path = settings.MODELS_DIR, force: bool = False) -> dict[str, Any]:  # fmt: skip
+def prepare_kit(
+    out: str | Path,
+    per_class: int = settings.PER_CLASS,
+    with_reference: bool = True,
+    models_dir: Path = settings.MODELS_DIR,
+    force: bool = False,
+) -> dict[str, Any]:
     """Write the kit's data folder (see the module docstring); returns the manifest.
 
     Raises:
@@ -115,8 +135,14 @@ def prepare_kit(out: str | Path, per_class: int = settings.PER_CLASS, with_refer
     refs: dict[str, Any] = {} if lite0["reason"] is None else {settings.LITE0_MODEL: {"skipped": lite0["reason"]}}
     if with_reference:
         with tempfile.TemporaryDirectory(prefix="gpu-data-") as work:
-            kit = Kit(Runner(Path(work) / "steps.log", time.monotonic() + 7200), out, Path(work), Path(work),
-                      {"lite0": lite0}, models_dir)  # fmt: skip
+            kit = Kit(
+                Runner(Path(work) / "steps.log", time.monotonic() + 7200),
+                out,
+                Path(work),
+                Path(work),
+                {"lite0": lite0},
+                models_dir,
+            )
             for model in models:
                 refs[model] = reference(kit, model, old.get("reference", {}).get(model))
     env = environment()
@@ -124,8 +150,13 @@ def prepare_kit(out: str | Path, per_class: int = settings.PER_CLASS, with_refer
         "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": {k: env.get(k) for k in ("commit", "cpu", "cpu_cores", "torch", "timm", "python")},
         "images": images,
-        "settings": {"per_class": per_class, "test_fraction": settings.TEST_FRACTION, "seed": settings.SEED,
-                     "valid_fraction": settings.VALID_FRACTION, "common_train": settings.COMMON_TRAIN},  # fmt: skip
+        "settings": {
+            "per_class": per_class,
+            "test_fraction": settings.TEST_FRACTION,
+            "seed": settings.SEED,
+            "valid_fraction": settings.VALID_FRACTION,
+            "common_train": settings.COMMON_TRAIN,
+        },
         "lite0": lite0,
         "reference": refs,
     }
@@ -147,10 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild the images and train every reference again")
     args = p.parse_args(argv)
     m = prepare_kit(args.out, args.per_class, not args.no_reference, force=args.force)
-    refs = ", ".join(f"{k} {v['f1_micro']:.4f}" if "f1_micro" in v else f"{k} skipped ({v['skipped']})"
-                     for k, v in m["reference"].items()) or "none"  # fmt: skip
-    print(f"{args.out}: {m['images']['total']} images, {m['size_mib']} MiB; Lite0 weights: "
-          f"{m['lite0'].get('weights') or m['lite0']['reason']}; CPU reference valid micro-F1: {refs}")  # fmt: skip
+    refs = (
+        ", ".join(
+            f"{k} {v['f1_micro']:.4f}" if "f1_micro" in v else f"{k} skipped ({v['skipped']})"
+            for k, v in m["reference"].items()
+        )
+        or "none"
+    )
+    print(
+        f"{args.out}: {m['images']['total']} images, {m['size_mib']} MiB; Lite0 weights: "
+        f"{m['lite0'].get('weights') or m['lite0']['reason']}; CPU reference valid micro-F1: {refs}"
+    )
     return 0
 
 

@@ -19,8 +19,14 @@ if TYPE_CHECKING:
 
 #: bench settings of the kit's runs: short timing, one shape per cell (the 80 held-out images in batches of 40,
 #: no batch-1 latency), so a compiled cell compiles once
-BENCH_SETTINGS = {"device": "cuda", "batch_sizes": "[40]", "latency_batch": 0, "min_seconds": 1.0, "rounds": 2,
-                  "warmup": 2, "matmul_peak": False}  # fmt: skip
+BENCH_SETTINGS = {
+    "batch_sizes": "[40]",
+    "latency_batch": 0,
+    "min_seconds": 1.0,
+    "rounds": 2,
+    "warmup": 2,
+    "matmul_peak": False,
+}
 LITE0_RUN = f"train:{settings.LITE0_MODEL}:float16"
 
 
@@ -39,10 +45,23 @@ def run_bench(kit: Kit, tag: str, models: dict[str, Path], engines: list[str]) -
         link = artifacts / model
         if not link.exists():
             link.symlink_to(folder.resolve(), target_is_directory=True)
-    sets = {**BENCH_SETTINGS, "data": str(kit.elpv), "models": f"[{','.join(models)}]",
-            "engines": f"[{','.join(engines)}]", "artifacts": str(artifacts), "out": str(kit.work / "reports")}  # fmt: skip
-    cmd = kit.runner.python("-m", "bench", "--set", *(f"{k}={json.dumps(v) if isinstance(v, bool) else v}"
-                                                      for k, v in sets.items()), "--run", tag)  # fmt: skip
+    sets = {
+        **BENCH_SETTINGS,
+        "device": kit.device,
+        "data": str(kit.elpv),
+        "models": f"[{','.join(models)}]",
+        "engines": f"[{','.join(engines)}]",
+        "artifacts": str(artifacts),
+        "out": str(kit.work / "reports"),
+    }
+    cmd = kit.runner.python(
+        "-m",
+        "bench",
+        "--set",
+        *(f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in sets.items()),
+        "--run",
+        tag,
+    )
     done = kit.runner.run(cmd, timeout=240)
     report = kit.work / "reports" / tag
     if done.returncode != 0 or not (report / "results.json").is_file():
@@ -60,20 +79,43 @@ def cell_line(row: dict[str, Any]) -> str:
     return f"{row['backbone']} {row['cell']} {row['img_per_s_engine']:.0f} img/s (GPU {gpu})"
 
 
-def judge_bench(name: str, results: dict[str, Any]) -> CheckResult:
-    """Passed when the environment block names a GPU and every cell ran on CUDA, passed its gate and recorded GPU
-    memory."""
+def judge_bench(name: str, results: dict[str, Any], device: str = "cuda") -> CheckResult:
+    """Passed when every cell ran on ``device`` and passed its gate and, on CUDA, the environment block names a GPU
+    and every cell recorded its GPU memory."""
     env = results.get("environment", {})
     gpu = env.get("gpu") if env.get("gpu") not in (None, "none") else env.get("torch_cuda", "none")
+    cuda = device.startswith("cuda")
     rows = results.get("rows", [])
-    bad = [r for r in rows if r.get("status") != "ok" or not str(r.get("device", "")).startswith("cuda")
-           or r.get("gpu_mem_mib") is None]  # fmt: skip
+    bad = [
+        r
+        for r in rows
+        if r.get("status") != "ok"
+        or not str(r.get("device", "")).startswith(device)
+        or (cuda and r.get("gpu_mem_mib") is None)
+    ]
     lines = "; ".join(cell_line(r) for r in rows)
-    details = {"gpu": gpu, "rows": [{k: r.get(k) for k in ("backbone", "cell", "status", "device", "f1_micro",
-                                                          "agreement", "img_per_s_engine", "gpu_mem_mib")}
-                                    for r in rows]}  # fmt: skip
-    if gpu in (None, "none") or not rows or bad:
-        why = "no GPU in the environment block" if gpu in (None, "none") else "no cell ran" if not rows else lines
+    details = {
+        "gpu": gpu,
+        "rows": [
+            {
+                k: r.get(k)
+                for k in (
+                    "backbone",
+                    "cell",
+                    "status",
+                    "device",
+                    "f1_micro",
+                    "agreement",
+                    "img_per_s_engine",
+                    "gpu_mem_mib",
+                )
+            }
+            for r in rows
+        ],
+    }
+    no_gpu = cuda and gpu in (None, "none")
+    if no_gpu or not rows or bad:
+        why = "no GPU in the environment block" if no_gpu else "no cell ran" if not rows else lines
         return failed(name, why, **details)
     return passed(name, f"{lines}; environment GPU: {gpu}", **details)
 
@@ -81,7 +123,7 @@ def judge_bench(name: str, results: dict[str, Any]) -> CheckResult:
 def check_bench(kit: Kit) -> CheckResult:
     """The bench's GPU cells: torch FP32 and float16 autocast on CUDA, every GPU-trained backbone."""
     results, why = run_bench(kit, "bench", bench_models(kit), ["torch", "torch:fp16"])
-    return failed("bench:gpu-cells", why) if results is None else judge_bench("bench:gpu-cells", results)
+    return failed("bench:gpu-cells", why) if results is None else judge_bench("bench:gpu-cells", results, kit.device)
 
 
 def check_compile(kit: Kit) -> CheckResult:
@@ -90,20 +132,31 @@ def check_compile(kit: Kit) -> CheckResult:
     name = "bench:torch-compile"
     results, why = run_bench(kit, "bench_compile", {settings.DEMO_MODEL: kit.models[SOURCE_RUN]}, ["torch+compile"])
     if results is None:  # the bench refuses a run in which no cell could run: here, the compiled cell
-        return skipped(name, f"torch.compile does not work here: {why}") if "no bench cell" in why else failed(name, why)
+        return skipped(name, f"torch.compile does not work: {why}") if "no bench cell" in why else failed(name, why)
     rows = results.get("rows", [])
     if rows and rows[0].get("status") != "ok" and str(rows[0].get("status")).startswith(("skipped", "failed:")):
         return skipped(name, f"torch.compile does not work here: {rows[0]['status']}")
-    return judge_bench(name, results)
+    return judge_bench(name, results, kit.device)
 
 
 def export_model(kit: Kit, targets: str, precision: str | None = None) -> str:
     """``python -m export`` of the source checkpoint (in place, in its artifacts folder): "" or the error line."""
     folder = kit.models[SOURCE_RUN]
     extra = ["--precision", precision] if precision else []
-    cmd = kit.runner.python("-m", "export", "--model", folder.name, "--data", str(kit.elpv), "--targets", targets,
-                            *extra, "--set", f"artifacts={folder.parent}",
-                            f"trt_timing_cache={kit.work / 'trt_timing.cache'}")  # fmt: skip
+    cmd = kit.runner.python(
+        "-m",
+        "export",
+        "--model",
+        folder.name,
+        "--data",
+        str(kit.elpv),
+        "--targets",
+        targets,
+        *extra,
+        "--set",
+        f"artifacts={folder.parent}",
+        f"trt_timing_cache={kit.work / 'trt_timing.cache'}",
+    )
     done = kit.runner.run(cmd, timeout=240)
     return "" if done.returncode == 0 else f"python -m export --targets {targets} failed: {done.error_line()}"
 
@@ -119,15 +172,32 @@ def check_engine(kit: Kit, name: str, engine: str, device: str, targets: str, pr
     if reference is None:
         return failed(name, f"the CPU reference prediction failed: {why}")
     out = kit.work / f"predict-{name.replace(':', '-')}.csv"
-    cmd = kit.runner.python("-m", "runtime.predict", "--engine", engine, "--device", device, "--model",
-                            str(kit.models[SOURCE_RUN]), "--images", str(kit.elpv), "--out", str(out),
-                            "--no-progress", *(["--precision", precision] if precision else []))  # fmt: skip
+    cmd = kit.runner.python(
+        "-m",
+        "runtime.predict",
+        "--engine",
+        engine,
+        "--device",
+        device,
+        "--model",
+        str(kit.models[SOURCE_RUN]),
+        "--images",
+        str(kit.elpv),
+        "--out",
+        str(out),
+        "--no-progress",
+        *(["--precision", precision] if precision else []),
+    )
     done = kit.runner.run(cmd, timeout=120)
     if done.returncode != 0:
-        return failed(name, f"python -m runtime.predict --engine {engine} --device {device} failed: {done.error_line()}")
+        return failed(name, f"runtime.predict --engine {engine} --device {device} failed: {done.error_line()}")
     share, n = agreement(out, reference)
     gate = settings.MIN_AGREEMENT if (precision or "fp32") == "fp32" else 0.0
     verdict = passed if share >= gate else failed
-    return verdict(name, f"labels agree with torch on the CPU on {share:.2%} of {n} images"
-                         + (f" (gate {gate:.1%})" if gate else " (FP16: the export's F1 gate applies)"),
-                   agreement=share, images=n)  # fmt: skip
+    return verdict(
+        name,
+        f"labels agree with torch on the CPU on {share:.2%} of {n} images"
+        + (f" (gate {gate:.1%})" if gate else " (FP16: the export's F1 gate applies)"),
+        agreement=share,
+        images=n,
+    )

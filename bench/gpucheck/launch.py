@@ -35,14 +35,18 @@ def judge_resume(name: str, first: Finished, second: Finished, epochs: int, kill
         return failed(name, f"resumed at epoch {log.resumed_at}, then trained epochs {done} (expected {expected})")
     if not all(math.isfinite(v) for e in log.epochs for v in e[1:3]):
         return failed(name, f"non-finite loss after resuming: {log.epochs}")
-    return passed(name, f"killed (SIGKILL) after epoch {kill_after}/{epochs}; --resume continued at epoch "
-                        f"{log.resumed_at} and finished, best valid micro-F1 {log.best_f1:.4f}",
-                  resumed_at=log.resumed_at, epochs_after_resume=done)  # fmt: skip
+    return passed(
+        name,
+        f"killed (SIGKILL) after epoch {kill_after}/{epochs}; --resume continued at epoch "
+        f"{log.resumed_at} and finished, best valid micro-F1 {log.best_f1:.4f}",
+        resumed_at=log.resumed_at,
+        epochs_after_resume=done,
+    )
 
 
 def check_resume(kit: Kit) -> CheckResult:
     """Kill a GPU training after :data:`KILL_AFTER_EPOCH`, then resume it (same command plus ``--resume``)."""
-    overrides = train_overrides(kit, settings.DEMO_MODEL, {"amp_dtype": "float16"}, "cuda", "train-resume")
+    overrides = train_overrides(kit, settings.DEMO_MODEL, {"amp_dtype": "float16"}, "train-resume")
     epochs = int(overrides["epochs"])
     cmd = train_command(kit, settings.DEMO_MODEL, overrides)
     first = kit.runner.run(cmd, timeout=120, kill_on=f"epoch {KILL_AFTER_EPOCH}/{epochs} ")
@@ -53,15 +57,15 @@ def check_resume(kit: Kit) -> CheckResult:
 def check_torchrun(kit: Kit) -> CheckResult:
     """``torchrun --standalone --nproc_per_node=1 -m train`` on the GPU, 2 epochs."""
     name = "train:torchrun"
-    overrides = train_overrides(kit, settings.DEMO_MODEL, {"amp_dtype": "float16", "epochs": 2}, "cuda", "torchrun")
+    overrides = train_overrides(kit, settings.DEMO_MODEL, {"amp_dtype": "float16", "epochs": 2}, "torchrun")
     done = kit.runner.run(train_command(kit, settings.DEMO_MODEL, overrides, [*TORCHRUN, "--nproc_per_node=1"]), 150)
     log = parse_train_log(done.stderr)
     if done.returncode != 0:
         return failed(name, f"torchrun -m train failed: {done.error_line()}")
-    if not (log.device or "").startswith("cuda") or log.world != 1 or len(log.epochs) != 2 or not log.finished:
+    if not (log.device or "").startswith(kit.device) or log.world != 1 or len(log.epochs) != 2 or not log.finished:
         return failed(name, f"ran on {log.device} x {log.world}, {len(log.epochs)} of 2 epochs printed")
-    return passed(name, f"torchrun, 1 process on {log.device}: 2 epochs, best valid micro-F1 {log.best_f1:.4f} (with "
-                        "one process the trainer opens no process group; NCCL is the nccl check)", device=log.device)  # fmt: skip
+    seen = f"torchrun, 1 process on {log.device}: 2 epochs, best valid micro-F1 {log.best_f1:.4f}"
+    return passed(name, f"{seen} (one process: the trainer opens no process group; NCCL: the nccl check)")
 
 
 def judge_nccl(name: str, done: Finished, processes: int) -> CheckResult:
@@ -73,9 +77,13 @@ def judge_nccl(name: str, done: Finished, processes: int) -> CheckResult:
     ok = result.get("backend") == "nccl" and result.get("world_size") == processes
     ok = ok and result.get("all_reduce_ok") and result.get("all_gather_ok") and result.get("ddp_loss_finite")
     verdict = passed if ok else failed
-    return verdict(name, f"backend {result.get('backend')}, {result.get('world_size')} process(es): all_reduce "
-                         f"{result.get('all_reduce_ok')}, all_gather_object {result.get('all_gather_ok')}, DDP step "
-                         f"with float16 autocast loss {result.get('ddp_loss')}", **result)  # fmt: skip
+    return verdict(
+        name,
+        f"backend {result.get('backend')}, {result.get('world_size')} process(es): all_reduce "
+        f"{result.get('all_reduce_ok')}, all_gather_object {result.get('all_gather_ok')}, DDP step "
+        f"with float16 autocast loss {result.get('ddp_loss')}",
+        **result,
+    )
 
 
 def check_nccl(kit: Kit) -> CheckResult:

@@ -27,14 +27,20 @@ def main() -> int:
     dist.all_reduce(x)
     gathered: list = [None] * world
     dist.all_gather_object(gathered, {"rank": rank})
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(8, 4)).cuda()  # fmt: skip
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 4),
+    ).cuda()
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank])
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda")
     with torch.autocast("cuda", dtype=torch.float16):
-        loss = torch.nn.functional.cross_entropy(ddp(torch.randn(4, 3, 32, 32, device="cuda")),
-                                                 torch.tensor([0, 1, 2, 3], device="cuda"))  # fmt: skip
+        loss = torch.nn.functional.cross_entropy(
+            ddp(torch.randn(4, 3, 32, 32, device="cuda")), torch.tensor([0, 1, 2, 3], device="cuda")
+        )
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()

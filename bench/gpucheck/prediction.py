@@ -27,9 +27,24 @@ RATE = re.compile(r"([\d.]+) img/s end-to-end")
 def predict_command(kit: Kit, device: str, variant: str, out: Path) -> list[str]:
     """``python -m runtime.predict --engine torch`` over every image of the kit (``--images``: train/ and test/)."""
     options = [a for o in VARIANTS[variant] for a in ("--option", o)]
-    return kit.runner.python("-m", "runtime.predict", "--engine", "torch", "--device", device, "--model",
-                             str(kit.models[SOURCE_RUN]), "--images", str(kit.elpv), "--out", str(out),
-                             "--batch-size", "64", "--no-progress", *options)  # fmt: skip
+    return kit.runner.python(
+        "-m",
+        "runtime.predict",
+        "--engine",
+        "torch",
+        "--device",
+        device,
+        "--model",
+        str(kit.models[SOURCE_RUN]),
+        "--images",
+        str(kit.elpv),
+        "--out",
+        str(out),
+        "--batch-size",
+        "64",
+        "--no-progress",
+        *options,
+    )
 
 
 def agreement(ours: Path, theirs: Path) -> tuple[float, int]:
@@ -65,7 +80,7 @@ def check_predict(kit: Kit, variant: str) -> CheckResult:
     if reference is None:
         return failed(name, f"the CPU reference prediction failed: {why}")
     out = kit.work / f"predict-cuda-{variant}.csv"
-    done = kit.runner.run(predict_command(kit, "cuda", variant, out), timeout=120)
+    done = kit.runner.run(predict_command(kit, kit.device, variant, out), timeout=120)
     if done.returncode != 0:
         return failed(name, f"python -m runtime.predict --device cuda failed: {done.error_line()}")
     rate = RATE.search(done.stderr)
@@ -80,8 +95,10 @@ def judge_throughput(name: str, result: dict) -> CheckResult:
         rates = {int(b): v["img_per_s"] for b, v in r["batches"].items()}
         ok = ok and all(v > 0 for v in rates.values())
         best = r["best_batch"]
-        parts.append(f"{variant}: batch 1 {rates.get(1, float('nan')):.0f} img/s, best batch {best} "
-                     f"{rates[best]:.0f} img/s, {r['gpu_mem_reserved_mib']:.0f} MiB")  # fmt: skip
+        parts.append(
+            f"{variant}: batch 1 {rates.get(1, float('nan')):.0f} img/s, best batch {best} "
+            f"{rates[best]:.0f} img/s, {r['gpu_mem_reserved_mib']:.0f} MiB"
+        )
     verdict = passed if ok else failed
     return verdict(name, "; ".join(parts) or "nothing measured", **result)
 
@@ -91,8 +108,20 @@ def check_throughput(kit: Kit) -> CheckResult:
     name = "predict:throughput"
     out = kit.work / "throughput.json"
     batches = ",".join(map(str, settings.THROUGHPUT_BATCHES))
-    cmd = kit.runner.python("-m", "bench.gpucheck.throughput", "--model", str(kit.models[SOURCE_RUN]),
-                            "--images", str(kit.elpv), "--batches", batches, "--out", str(out))  # fmt: skip
+    cmd = kit.runner.python(
+        "-m",
+        "bench.gpucheck.throughput",
+        "--model",
+        str(kit.models[SOURCE_RUN]),
+        "--images",
+        str(kit.elpv),
+        "--batches",
+        batches,
+        "--device",
+        kit.device,
+        "--out",
+        str(out),
+    )
     done = kit.runner.run(cmd, timeout=120)
     if done.returncode != 0 or not out.is_file():
         return failed(name, f"python -m bench.gpucheck.throughput failed: {done.error_line()}")

@@ -3,6 +3,7 @@ process group, under a timeout taken from the run's time budget, with its output
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -70,8 +71,15 @@ class Runner:
         """
         limit = max(1.0, min(timeout, self.remaining()))
         start = time.monotonic()
-        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=self.env, start_new_session=True, errors="replace")  # fmt: skip
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            start_new_session=True,
+            errors="replace",
+        )
         out: list[str] = []
         err: list[str] = []
         trigger: list[str] = []
@@ -83,8 +91,10 @@ class Runner:
                     trigger.append(line.strip())
                     _kill_group(proc)
 
-        readers = [threading.Thread(target=read, args=(proc.stdout, out, False), daemon=True),
-                   threading.Thread(target=read, args=(proc.stderr, err, True), daemon=True)]  # fmt: skip
+        readers = [
+            threading.Thread(target=read, args=(proc.stdout, out, False), daemon=True),
+            threading.Thread(target=read, args=(proc.stderr, err, True), daemon=True),
+        ]
         for t in readers:
             t.start()
         timed_out = False
@@ -96,8 +106,15 @@ class Runner:
         proc.wait()
         for t in readers:
             t.join(timeout=10)
-        done = Finished(list(cmd), proc.returncode, "".join(out), "".join(err), time.monotonic() - start, timed_out,
-                        trigger[0] if trigger else None)  # fmt: skip
+        done = Finished(
+            list(cmd),
+            proc.returncode,
+            "".join(out),
+            "".join(err),
+            time.monotonic() - start,
+            timed_out,
+            trigger[0] if trigger else None,
+        )
         self._log(done)
         return done
 
@@ -117,7 +134,5 @@ class Runner:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the process group the runner started for ``proc`` (nothing else)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -20,8 +20,8 @@ SEED = 0
 
 #: training overrides shared by the CPU reference and the GPU runs (data and output folders are added)
 COMMON_TRAIN = {"epochs": 5, "seed": 0}
-#: added on the GPU; each run then sets its autocast dtype (amp_dtype)
-GPU_TRAIN = {"device": "cuda", "workers": 4, "amp": True}
+#: added on the GPU (the device is the kit's, ``cuda``); each run then sets its autocast dtype (amp_dtype)
+GPU_TRAIN = {"workers": 4, "amp": True}
 #: added for the CPU reference, which keeps the config's own AMP setting (CPU: bfloat16 autocast where native, else
 #: FP32; the dtype used is recorded in the manifest)
 CPU_TRAIN = {"device": "cpu", "workers": 2}

@@ -18,16 +18,21 @@ from typing import Any
 VARIANTS = {"fp32": {}, "amp_float16": {"amp": "float16"}, "amp_bfloat16": {"amp": "bfloat16"}}
 
 
-def measure(model: str, paths: list[Path], batches: list[int], seconds: float, options: dict) -> dict[str, Any]:
-    """img/s and p50 ms per batch size for one engine variant on ``cuda``, plus ``best_batch`` and memory."""
+def measure(
+    model: str, paths: list[Path], batches: list[int], seconds: float, options: dict, device: str = "cuda"
+) -> dict[str, Any]:
+    """img/s and p50 ms per batch size for one engine variant on ``device``, plus ``best_batch`` and the peak GPU
+    memory torch reserved (None on the CPU)."""
     import torch
 
     from bench.measure import summarize
     from bench.worker import CellRunner
 
     member = {"model": model, "engine": "torch", "precision": None, "options": options}
-    torch.cuda.reset_peak_memory_stats()
-    runner = CellRunner([member], "none", "cuda", None)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    runner = CellRunner([member], "none", device, None)
     try:
         rows = {}
         for bs in batches:
@@ -38,8 +43,12 @@ def measure(model: str, paths: list[Path], batches: list[int], seconds: float, o
     finally:
         runner.close()
     best = max(rows, key=lambda b: rows[b]["img_per_s"])
-    return {"provider": provider, "batches": rows, "best_batch": int(best),
-            "gpu_mem_reserved_mib": torch.cuda.max_memory_reserved() / 2**20}  # fmt: skip
+    return {
+        "provider": provider,
+        "batches": rows,
+        "best_batch": int(best),
+        "gpu_mem_reserved_mib": torch.cuda.max_memory_reserved() / 2**20 if cuda else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,8,32,64,128,256", help="comma-separated batch sizes")
     p.add_argument("--seconds", type=float, default=0.5, help="timed seconds per batch size (after warm-up)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
+    p.add_argument("--device", default="cuda", help="cuda[:N] (cpu: for tests) (default: cuda)")
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)
     paths = sorted(Path(args.images).rglob("*.png"))
@@ -57,11 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.images}: no .png images", file=sys.stderr)
         return 2
     batches = [int(b) for b in args.batches.split(",")]
-    result = {name: measure(args.model, paths, batches, args.seconds, VARIANTS[name])
-              for name in args.variants.split(",")}  # fmt: skip
+    result = {
+        name: measure(args.model, paths, batches, args.seconds, VARIANTS[name], args.device)
+        for name in args.variants.split(",")
+    }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: (v["best_batch"], round(v["batches"][str(v["best_batch"])]["img_per_s"])) for k, v in
-                      result.items()}))  # fmt: skip
+    print(
+        json.dumps(
+            {k: (v["best_batch"], round(v["batches"][str(v["best_batch"])]["img_per_s"])) for k, v in result.items()}
+        )
+    )
     return 0
 
 

@@ -56,13 +56,19 @@ def parse_train_log(stderr: str) -> TrainLog:
     return log
 
 
-def train_overrides(kit: Kit, model: str, run_overrides: dict, device: str, tag: str) -> dict[str, Any]:
-    """Every ``--set`` of a kit training of ``model``: :data:`settings.COMMON_TRAIN`, the device's own keys, the
-    run's keys, the output folders under ``<work>/<tag>/`` and, for Lite0, the weights that ``make gpu-data`` copied
-    into the kit's data folder."""
-    device_keys = settings.GPU_TRAIN if device == "cuda" else settings.CPU_TRAIN
-    values = {**settings.COMMON_TRAIN, **device_keys, **run_overrides,
-              "artifacts": str(kit.work / tag / "artifacts"), "runs": str(kit.work / tag / "runs")}  # fmt: skip
+def train_overrides(kit: Kit, model: str, run_overrides: dict, tag: str, reference: bool = False) -> dict[str, Any]:
+    """Every ``--set`` of a kit training of ``model``: :data:`settings.COMMON_TRAIN`, the device's keys
+    (:data:`settings.GPU_TRAIN` on ``kit.device``, or :data:`settings.CPU_TRAIN` for the CPU ``reference``), the
+    run's keys, the output folders under ``<work>/<tag>/`` and, for Lite0, the weights that ``make gpu-data``
+    copied into the kit's data folder."""
+    device_keys = settings.CPU_TRAIN if reference else {**settings.GPU_TRAIN, "device": kit.device}
+    values = {
+        **settings.COMMON_TRAIN,
+        **device_keys,
+        **run_overrides,
+        "artifacts": str(kit.work / tag / "artifacts"),
+        "runs": str(kit.work / tag / "runs"),
+    }
     weights = (kit.manifest or {}).get("lite0", {}).get("weights")  # relative to the kit's data folder
     if weights and model == settings.LITE0_MODEL:
         values["pretrained_path"] = str(kit.data / weights)
@@ -77,14 +83,23 @@ def train_command(kit: Kit, model: str, overrides: dict[str, Any], launcher: lis
     return kit.runner.python(*(launcher or []), "-m", "train", "--model", cfg, "--data", str(kit.elpv), "--set", *sets)
 
 
-def judge_training(name: str, done: Finished, log: TrainLog, epochs: int, dtype: str, reference: dict | None,
-                   why_no_reference: str, tolerance: float) -> CheckResult:  # fmt: skip
-    """Passed when the run exited 0 on CUDA in ``dtype``, printed ``epochs`` epochs with finite losses, and its best
-    validation micro-F1 is within ``tolerance`` of the CPU reference (when there is one)."""
+def judge_training(
+    name: str,
+    done: Finished,
+    log: TrainLog,
+    epochs: int,
+    dtype: str,
+    reference: dict | None,
+    why_no_reference: str,
+    tolerance: float,
+    device: str = "cuda",
+) -> CheckResult:
+    """Passed when the run exited 0 on ``device`` in ``dtype``, printed ``epochs`` epochs with finite losses, and its
+    best validation micro-F1 is within ``tolerance`` of the CPU reference (when there is one)."""
     if done.returncode != 0:
         return failed(name, f"python -m train failed: {done.error_line()}")
-    if not log.device or not log.device.startswith("cuda"):
-        return failed(name, f"trained on {log.device or 'an unknown device'}, not CUDA")
+    if not log.device or not log.device.startswith(device):
+        return failed(name, f"trained on {log.device or 'an unknown device'}, not {device}")
     if log.dtype != dtype:
         return failed(name, f"autocast dtype {log.dtype}, expected {dtype}")
     losses = [v for e in log.epochs for v in e[1:3]]
@@ -99,8 +114,9 @@ def judge_training(name: str, done: Finished, log: TrainLog, epochs: int, dtype:
     details.update(cpu_f1_micro=reference["f1_micro"], delta=delta, tolerance=tolerance)
     verdict = passed if abs(delta) <= tolerance else failed
     rel = "<=" if abs(delta) <= tolerance else ">"
-    return verdict(name, f"{seen} vs CPU {reference['f1_micro']:.4f} (|delta| {abs(delta):.3f} {rel} {tolerance:.3f})",
-                   **details)  # fmt: skip
+    return verdict(
+        name, f"{seen} vs CPU {reference['f1_micro']:.4f} (|delta| {abs(delta):.3f} {rel} {tolerance:.3f})", **details
+    )
 
 
 def reference_for(kit: Kit, model: str) -> tuple[dict | None, str]:
@@ -120,13 +136,22 @@ def reference_for(kit: Kit, model: str) -> tuple[dict | None, str]:
 
 def check_train(kit: Kit, run: settings.TrainRun) -> CheckResult:
     """One :data:`settings.TRAIN_RUNS` entry on the GPU; its model folder is kept for the later checks."""
-    overrides = train_overrides(kit, run.model, run.overrides, "cuda", run.name.replace(":", "-"))
+    overrides = train_overrides(kit, run.model, run.overrides, run.name.replace(":", "-"))
     done = kit.runner.run(train_command(kit, run.model, overrides), timeout=150)
     reference, why = reference_for(kit, run.model)
     epochs = int(overrides["epochs"])
     tolerance = settings.f1_tolerance(int((kit.manifest or {}).get("images", {}).get("valid", 96)))
-    result = judge_training(run.name, done, parse_train_log(done.stderr), epochs, run.overrides["amp_dtype"],
-                            reference, why, tolerance)  # fmt: skip
+    result = judge_training(
+        run.name,
+        done,
+        parse_train_log(done.stderr),
+        epochs,
+        run.overrides["amp_dtype"],
+        reference,
+        why,
+        tolerance,
+        kit.device,
+    )
     if result.status == "passed":
         kit.models[run.name] = Path(overrides["artifacts"]) / run.model
     return result
