@@ -104,6 +104,18 @@ def reference(kit: Kit, model: str, old: dict | None) -> dict[str, Any]:
     }
 
 
+def references(out: Path, lite0: dict[str, Any], models_dir: Path, old: dict[str, Any]) -> dict[str, Any]:
+    """Model -> :func:`reference` for the demo CNN and, when its weights were found, Lite0 (else the reason)."""
+    refs: dict[str, Any] = {} if lite0["reason"] is None else {settings.LITE0_MODEL: {"skipped": lite0["reason"]}}
+    models = [settings.DEMO_MODEL] + ([settings.LITE0_MODEL] if lite0["reason"] is None else [])
+    with tempfile.TemporaryDirectory(prefix="gpu-data-") as work:
+        runner = Runner(Path(work) / "steps.log", time.monotonic() + 7200)
+        kit = Kit(runner, out, Path(work), Path(work), {"lite0": lite0}, models_dir, device="cpu")
+        for model in models:
+            refs[model] = reference(kit, model, old.get(model))
+    return refs
+
+
 def prepare_kit(
     out: str | Path,
     per_class: int = settings.PER_CLASS,
@@ -131,20 +143,7 @@ def prepare_kit(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lite0["source"], target)
         lite0["weights"] = str(target.relative_to(out))
-    models = [settings.DEMO_MODEL] + ([settings.LITE0_MODEL] if lite0["reason"] is None else [])
-    refs: dict[str, Any] = {} if lite0["reason"] is None else {settings.LITE0_MODEL: {"skipped": lite0["reason"]}}
-    if with_reference:
-        with tempfile.TemporaryDirectory(prefix="gpu-data-") as work:
-            kit = Kit(
-                Runner(Path(work) / "steps.log", time.monotonic() + 7200),
-                out,
-                Path(work),
-                Path(work),
-                {"lite0": lite0},
-                models_dir,
-            )
-            for model in models:
-                refs[model] = reference(kit, model, old.get("reference", {}).get(model))
+    refs = references(out, lite0, models_dir, old.get("reference", {})) if with_reference else {}
     env = environment()
     manifest = {
         "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
