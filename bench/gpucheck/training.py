@@ -141,12 +141,13 @@ def check_train(kit: Kit, run: settings.TrainRun) -> CheckResult:
     reference, why = reference_for(kit, run.model)
     epochs = int(overrides["epochs"])
     tolerance = settings.f1_tolerance(int((kit.manifest or {}).get("images", {}).get("valid", 96)))
+    dtype = run.overrides["amp_dtype"] if overrides.get("amp") else "float32"
     result = judge_training(
         run.name,
         done,
         parse_train_log(done.stderr),
         epochs,
-        run.overrides["amp_dtype"],
+        dtype,
         reference,
         why,
         tolerance,
