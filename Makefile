@@ -95,8 +95,8 @@ gpu-data: $(STAMP)  ## CPU machine: data/gpucheck for gpu-check (400 ELPV images
 gpu-check:  ## GPU machine: the GPU verification kit (installs nothing) [GPU_OUT=dir for the summary] [ARGS=--plan]
 	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m bench.gpucheck $(if $(GPU_OUT),--out $(GPU_OUT)) $(ARGS)
 
-test: $(STAMP)  ## run the whole test suite (CPU)
-	$(PY) -m pytest $(ARGS)
+test: $(STAMP)  ## run the test suite (CPU) without the tests marked slow (ARGS="-m slow": only those)
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .

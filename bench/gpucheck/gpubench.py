@@ -27,13 +27,15 @@ BENCH_SETTINGS = {
     "warmup": 2,
     "matmul_peak": False,
 }
-LITE0_RUN = f"train:{settings.LITE0_MODEL}:float16"
 
 
 def bench_models(kit: Kit) -> dict[str, Path]:
-    """Model name -> the GPU-trained model folder of every trained backbone the bench can use."""
-    runs = {settings.DEMO_MODEL: SOURCE_RUN, settings.LITE0_MODEL: LITE0_RUN}
-    return {model: kit.models[run] for model, run in runs.items() if run in kit.models}
+    """Model name -> GPU-trained model folder: the demo CNN's source run and the first Lite0 run that passed."""
+    models = {settings.DEMO_MODEL: kit.models[SOURCE_RUN]} if SOURCE_RUN in kit.models else {}
+    lite0 = [r.name for r in settings.TRAIN_RUNS if r.model == settings.LITE0_MODEL and r.name in kit.models]
+    if lite0:
+        models[settings.LITE0_MODEL] = kit.models[lite0[0]]
+    return models
 
 
 def run_bench(kit: Kit, tag: str, models: dict[str, Path], engines: list[str]) -> tuple[dict | None, str]:

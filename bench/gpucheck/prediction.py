@@ -95,9 +95,10 @@ def judge_throughput(name: str, result: dict) -> CheckResult:
         rates = {int(b): v["img_per_s"] for b, v in r["batches"].items()}
         ok = ok and all(v > 0 for v in rates.values())
         best = r["best_batch"]
+        memory = r.get("gpu_mem_reserved_mib")
         parts.append(
-            f"{variant}: batch 1 {rates.get(1, float('nan')):.0f} img/s, best batch {best} "
-            f"{rates[best]:.0f} img/s, {r['gpu_mem_reserved_mib']:.0f} MiB"
+            f"{variant}: batch 1 {rates.get(1, float('nan')):.0f} img/s, best batch {best} {rates[best]:.0f} img/s"
+            + (f", {memory:.0f} MiB" if memory is not None else "")
         )
     verdict = passed if ok else failed
     return verdict(name, "; ".join(parts) or "nothing measured", **result)
