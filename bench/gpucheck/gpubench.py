@@ -77,8 +77,8 @@ def cell_line(row: dict[str, Any]) -> str:
     """``<backbone> <cell> <img/s> img/s (GPU <MiB> MiB)`` or ``<backbone> <cell> <status>``."""
     if row.get("status") != "ok":
         return f"{row['backbone']} {row['cell']} {row['status']}"
-    gpu = f"{row['gpu_mem_mib']:.0f} MiB" if row.get("gpu_mem_mib") is not None else "no GPU memory recorded"
-    return f"{row['backbone']} {row['cell']} {row['img_per_s_engine']:.0f} img/s (GPU {gpu})"
+    gpu = f"GPU {row['gpu_mem_mib']:.0f} MiB" if row.get("gpu_mem_mib") is not None else "no GPU memory recorded"
+    return f"{row['backbone']} {row['cell']} {row['img_per_s_engine']:.0f} img/s ({gpu})"
 
 
 def judge_bench(name: str, results: dict[str, Any], device: str = "cuda") -> CheckResult:

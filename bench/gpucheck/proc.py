@@ -29,11 +29,13 @@ class Finished:
     seconds: float
     timed_out: bool = False
     killed_on: str | None = None  # the stderr line that made the runner kill it (``kill_on``)
+    budget_cut: bool = False  # its timeout was shortened to the end of the kit's time budget
 
     def error_line(self) -> str:
         """Why it failed, in one line: its last ``error:`` line, else the last line of stderr, else the exit code."""
         if self.timed_out:
-            return f"timed out after {self.seconds:.0f} s"
+            why = " (stopped at the end of the kit's time budget)" if self.budget_cut else ""
+            return f"timed out after {self.seconds:.0f} s{why}"
         lines = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("error:")]
         return (errors or lines or [f"exit code {self.returncode}"])[-1][:300]
@@ -114,6 +116,7 @@ class Runner:
             time.monotonic() - start,
             timed_out,
             trigger[0] if trigger else None,
+            timed_out and limit < timeout,
         )
         self._log(done)
         return done

@@ -135,6 +135,8 @@ def test_throughput_is_judged() -> None:
     ok = judge_throughput("t", r)
     assert ok.status == "passed" and "batch 1 300 img/s, best batch 64 9000 img/s" in ok.reason
     assert judge_throughput("t", {}).status == "failed"
+    cpu = judge_throughput("t", {"fp32": {**r["fp32"], "gpu_mem_reserved_mib": None}})
+    assert cpu.status == "passed" and "MiB" not in cpu.reason
 
 
 def test_pre_skip_orders_static_need_and_budget(tmp_path: Path) -> None:
@@ -198,6 +200,9 @@ def test_runner_kills_on_a_line_and_on_timeout(tmp_path: Path) -> None:
     assert killed.killed_on == "epoch 2/100" and killed.returncode == -9
     slow = runner.run([sys.executable, "-c", "import time; time.sleep(30)"], timeout=1)
     assert slow.timed_out and slow.error_line() == "timed out after 1 s"
+    runner.deadline = time.monotonic() + 1
+    cut = runner.run([sys.executable, "-c", "import time; time.sleep(30)"], timeout=30)
+    assert cut.error_line() == "timed out after 1 s (stopped at the end of the kit's time budget)"
     bad = runner.run(
         [
             sys.executable,
