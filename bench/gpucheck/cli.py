@@ -61,7 +61,12 @@ def make_kit(args: Any) -> Any:
     out = Path(args.out or f"reports/gpucheck/{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: not a folder")
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpucheck-"))
+    if args.work:
+        work = Path(args.work)
+    else:  # a plan runs nothing: no scratch folder
+        work = (
+            Path(tempfile.gettempdir()) / "gpucheck-<new>" if args.plan else Path(tempfile.mkdtemp(prefix="gpucheck-"))
+        )
     runner = Runner(out / "steps.log", time.monotonic() + args.budget)
     return Kit(runner, Path(args.data), work, out, load_manifest(Path(args.data)), Path(args.models_dir))
 
@@ -135,7 +140,7 @@ def run(kit: Any, checks: list[Any], keep_work: bool) -> int:
         "environment": environment(),
         "data": str(kit.data),
         "data_created": (kit.manifest or {}).get("created"),
-        "budget_s": kit.runner.remaining(),
+        "budget_s": round(kit.runner.remaining()),
     }
     print(f"gpu-check: {len(checks)} checks, budget {header['budget_s']:.0f} s, summary in {kit.out}", file=sys.stderr)
     try:
