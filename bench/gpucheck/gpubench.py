@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.gpucheck import settings
-from bench.gpucheck.prediction import SOURCE_RUN, agreement, cpu_labels
+from bench.gpucheck.prediction import SOURCE_RUN, agreement, cpu_labels, predict_command
 from bench.gpucheck.summary import CheckResult, failed, passed, skipped
 
 if TYPE_CHECKING:
@@ -174,22 +174,7 @@ def check_engine(kit: Kit, name: str, engine: str, device: str, targets: str, pr
     if reference is None:
         return failed(name, f"the CPU reference prediction failed: {why}")
     out = kit.work / f"predict-{name.replace(':', '-')}.csv"
-    cmd = kit.runner.python(
-        "-m",
-        "runtime.predict",
-        "--engine",
-        engine,
-        "--device",
-        device,
-        "--model",
-        str(kit.models[SOURCE_RUN]),
-        "--images",
-        str(kit.elpv),
-        "--out",
-        str(out),
-        "--no-progress",
-        *(["--precision", precision] if precision else []),
-    )
+    cmd = predict_command(kit, out, engine, device, ["--precision", precision] if precision else [])
     done = kit.runner.run(cmd, timeout=120)
     if done.returncode != 0:
         return failed(name, f"runtime.predict --engine {engine} --device {device} failed: {done.error_line()}")

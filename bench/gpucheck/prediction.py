@@ -24,27 +24,18 @@ VARIANTS = {"fp32": [], "amp_float16": ["amp=float16"], "amp_bfloat16": ["amp=bf
 RATE = re.compile(r"([\d.]+) img/s end-to-end")
 
 
-def predict_command(kit: Kit, device: str, variant: str, out: Path) -> list[str]:
-    """``python -m runtime.predict --engine torch`` over every image of the kit (``--images``: train/ and test/)."""
-    options = [a for o in VARIANTS[variant] for a in ("--option", o)]
-    return kit.runner.python(
-        "-m",
-        "runtime.predict",
-        "--engine",
-        "torch",
-        "--device",
-        device,
-        "--model",
-        str(kit.models[SOURCE_RUN]),
-        "--images",
-        str(kit.elpv),
-        "--out",
-        str(out),
-        "--batch-size",
-        "64",
-        "--no-progress",
-        *options,
-    )
+def predict_command(kit: Kit, out: Path, engine: str, device: str, extra: list[str] | None = None) -> list[str]:
+    """``python -m runtime.predict --engine <engine> --device <device>`` of the source checkpoint's folder over every
+    image of the kit (``--images``: train/ and test/), writing ``out``; ``extra``: more options."""
+    model, images = str(kit.models[SOURCE_RUN]), str(kit.elpv)
+    return kit.runner.python("-m", "runtime.predict", "--engine", engine, "--device", device, "--model", model,
+                             "--images", images, "--out", str(out), "--batch-size", "64", "--no-progress",
+                             *(extra or []))  # fmt: skip
+
+
+def variant_options(variant: str) -> list[str]:
+    """``--option`` arguments of a :data:`VARIANTS` entry."""
+    return [a for o in VARIANTS[variant] for a in ("--option", o)]
 
 
 def agreement(ours: Path, theirs: Path) -> tuple[float, int]:
@@ -68,7 +59,7 @@ def cpu_labels(kit: Kit) -> tuple[Path | None, str]:
     """The CPU engine's predictions of the checkpoint (computed once): (CSV path, or None and the reason)."""
     if "cpu_labels" not in kit.outputs:
         out = kit.work / "predict-cpu.csv"
-        done = kit.runner.run(predict_command(kit, "cpu", "fp32", out), timeout=120)
+        done = kit.runner.run(predict_command(kit, out, "torch", "cpu"), timeout=120)
         kit.outputs["cpu_labels"] = (out, "") if done.returncode == 0 else (None, done.error_line())
     return kit.outputs["cpu_labels"]
 
@@ -80,7 +71,7 @@ def check_predict(kit: Kit, variant: str) -> CheckResult:
     if reference is None:
         return failed(name, f"the CPU reference prediction failed: {why}")
     out = kit.work / f"predict-cuda-{variant}.csv"
-    done = kit.runner.run(predict_command(kit, kit.device, variant, out), timeout=120)
+    done = kit.runner.run(predict_command(kit, out, "torch", kit.device, variant_options(variant)), timeout=120)
     if done.returncode != 0:
         return failed(name, f"python -m runtime.predict --device cuda failed: {done.error_line()}")
     rate = RATE.search(done.stderr)
