@@ -66,7 +66,8 @@ def probe() -> dict[str, Any]:
         bf16_supported=torch.cuda.is_bf16_supported(),
     )
     try:
-        info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        version = torch.cuda.nccl.version()  # a tuple in current torch, an int in old releases
+        info["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
     except Exception as exc:  # a build without NCCL
         info["nccl"] = f"unavailable ({type(exc).__name__})"
     info["matmul_rel_error"] = gpu_matmul_errors()
