@@ -16,10 +16,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.gpucheck import settings
 from runtime.errors import ArgumentParser, UserError, description, run_cli
+
+if TYPE_CHECKING:
+    from bench.gpucheck.checks import Check, Kit
 
 
 def gpu_line() -> str | None:
@@ -53,14 +56,23 @@ def load_manifest(data: Path) -> dict[str, Any] | None:
         raise UserError(f"{path}: not valid JSON; run `make gpu-data` again") from None
 
 
-def make_kit(args: Any) -> Any:
-    """The :class:`bench.gpucheck.checks.Kit` of this run (deadline = now + ``--budget``)."""
+def make_kit(args: Any) -> Kit:
+    """The :class:`bench.gpucheck.checks.Kit` of this run (deadline = now + ``--budget``; a run starts a new
+    ``steps.log``).
+
+    Raises:
+        UserError: ``--out`` is a file, or ``--budget`` is not positive.
+    """
     from bench.gpucheck.checks import Kit
     from bench.gpucheck.proc import Runner
 
     out = Path(args.out or f"reports/gpucheck/{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: not a folder")
+    if args.budget <= 0:
+        raise UserError(f"--budget {args.budget}: must be > 0 seconds")
+    if not args.plan:
+        (out / "steps.log").unlink(missing_ok=True)
     if args.work:
         work = Path(args.work)
     else:  # a plan runs nothing: no scratch folder
@@ -71,7 +83,7 @@ def make_kit(args: Any) -> Any:
     return Kit(runner, Path(args.data), work, out, load_manifest(Path(args.data)), Path(args.models_dir))
 
 
-def selected(only: str | None) -> list[Any]:
+def selected(only: str | None) -> list[Check]:
     """Every check, or those named in ``--only`` (comma-separated).
 
     Raises:
@@ -89,7 +101,7 @@ def selected(only: str | None) -> list[Any]:
     return [c for c in checks if c.name in names]
 
 
-def print_plan(kit: Any, checks: list[Any]) -> None:
+def print_plan(kit: Kit, checks: list[Check]) -> None:
     """What a run would do: one line per check with the skip reason that is already known (needs are not
     evaluated: a check whose need fails is skipped at run time)."""
     data = kit.manifest
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     return run(kit, checks, keep_work=bool(args.work))
 
 
-def run(kit: Any, checks: list[Any], keep_work: bool) -> int:
+def run(kit: Kit, checks: list[Check], keep_work: bool) -> int:
     """Run the checks, write the summary, print the table; returns :func:`bench.gpucheck.summary.exit_code`."""
     from bench.environment import environment
     from bench.gpucheck.checks import run_checks

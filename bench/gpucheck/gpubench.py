@@ -1,7 +1,7 @@
 """Bench and deployment-engine checks: ``python -m bench`` with torch cells on CUDA (FP32, float16 autocast; and
 ``torch.compile`` in a run of its own), ONNX Runtime's CUDA and TensorRT execution providers, and the native
 TensorRT engine. The last three run only where their packages are present; otherwise they are skipped with the
-reason (see :func:`bench.gpucheck.checks.static_skip`)."""
+reason (:mod:`bench.gpucheck.skips`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ BENCH_SETTINGS = {
     "warmup": 2,
     "matmul_peak": False,
 }
+
+
+#: the columns of each bench row kept in the check's details
+ROW_KEYS = ("backbone", "cell", "status", "device", "f1_micro", "agreement", "img_per_s_engine", "gpu_mem_mib")
 
 
 def bench_models(kit: Kit) -> dict[str, Path]:
@@ -96,25 +100,7 @@ def judge_bench(name: str, results: dict[str, Any], device: str = "cuda") -> Che
         or (cuda and r.get("gpu_mem_mib") is None)
     ]
     lines = "; ".join(cell_line(r) for r in rows)
-    details = {
-        "gpu": gpu,
-        "rows": [
-            {
-                k: r.get(k)
-                for k in (
-                    "backbone",
-                    "cell",
-                    "status",
-                    "device",
-                    "f1_micro",
-                    "agreement",
-                    "img_per_s_engine",
-                    "gpu_mem_mib",
-                )
-            }
-            for r in rows
-        ],
-    }
+    details = {"gpu": gpu, "rows": [{k: r.get(k) for k in ROW_KEYS} for r in rows]}
     no_gpu = cuda and gpu in (None, "none")
     if no_gpu or not rows or bad:
         why = "no GPU in the environment block" if no_gpu else "no cell ran" if not rows else lines
