@@ -17,10 +17,13 @@ TOLERANCE ?= 5%
 TARGETS ?=
 PRECISION ?=
 ARGS   ?=
+# gpu-check runs with the machine's own Python (nothing installed): .venv's where there is one, else python3
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_OUT ?=
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data split train export verify predict features audit clean bench microbench memory demo test lint format tensorboard distclean
+.PHONY: help venv data split train export verify predict features audit clean bench microbench memory demo gpu-data gpu-check test lint format tensorboard distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -86,8 +89,14 @@ microbench: $(STAMP)  ## pytest-benchmark timings of each CPU engine's forward p
 memory: $(STAMP)  ## peak RSS of runtime.predict at 2,000 vs 20,000 images (MODEL, ENGINE)
 	$(PY) -m bench.memory --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) $(ARGS)
 
-test: $(STAMP)  ## run the whole test suite (CPU)
-	$(PY) -m pytest $(ARGS)
+gpu-data: $(STAMP)  ## CPU machine: data/gpucheck for gpu-check (400 ELPV images, Lite0 weights, CPU reference F1)
+	$(PY) -m bench.gpucheck.data $(ARGS)
+
+gpu-check:  ## GPU machine: the GPU verification kit (installs nothing) [GPU_OUT=dir for the summary] [ARGS=--plan]
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m bench.gpucheck $(if $(GPU_OUT),--out $(GPU_OUT)) $(ARGS)
+
+test: $(STAMP)  ## run the test suite (CPU) without the tests marked slow (ARGS="-m slow": only those)
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .

@@ -13,37 +13,64 @@ from runtime.tta import TTA_MODES
 
 @dataclasses.dataclass(frozen=True)
 class CellSpec:
-    """One column of the matrix: an engine at a precision, optionally with test-time augmentation.
+    """One column of the matrix: an engine at a precision, optionally compiled (torch) and with test-time
+    augmentation.
 
-    Written ``engine[:precision][@tta]`` in the config, e.g. ``onnx:int8`` or ``openvino@hflip``.
+    Written ``engine[:precision][+compile][@tta]`` in the config, e.g. ``onnx:int8``, ``openvino@hflip`` or
+    ``torch:fp16+compile``. ``torch:fp16`` runs the FP32 checkpoint under ``torch.autocast`` in float16 (the torch
+    engine's ``amp`` option); ``+compile`` (torch only) wraps the model in ``torch.compile``.
     """
 
     engine: str
     precision: str = "fp32"
     tta: str = "none"
+    compile: bool = False
 
     @classmethod
     def parse(cls, text: str, source: str = "bench config") -> CellSpec:
-        """Parse ``engine[:precision][@tta]``.
+        """Parse ``engine[:precision][+compile][@tta]``.
 
         Raises:
-            UserError: unknown engine, precision or TTA name.
+            UserError: unknown engine, precision, flag or TTA name, or ``+compile`` on another engine than torch.
         """
         head, at, tta = str(text).partition("@")
+        head, plus, flag = head.partition("+")
         engine, colon, precision = head.partition(":")
-        spec = cls(engine.strip(), precision.strip() or "fp32", tta.strip() or "none")
+        spec = cls(engine.strip(), precision.strip() or "fp32", tta.strip() or "none", bool(plus))
         empty = (at and not tta.strip()) or (colon and not precision.strip())  # "onnx@" or "onnx:" says nothing
-        if empty or spec.engine not in ENGINE_NAMES or spec.precision not in PRECISIONS or spec.tta not in TTA_MODES:
+        bad_flag = plus and (flag.strip() != "compile" or spec.engine != "torch")
+        if (
+            empty
+            or bad_flag
+            or spec.engine not in ENGINE_NAMES
+            or spec.precision not in PRECISIONS
+            or spec.tta not in TTA_MODES
+        ):
             raise UserError(
-                f"{source}: cell {text!r} is not engine[:precision][@tta] with engine in {', '.join(ENGINE_NAMES)}, "
-                f"precision in {', '.join(PRECISIONS)}, tta in {', '.join(TTA_MODES)}"
+                f"{source}: cell {text!r} is not engine[:precision][+compile][@tta] with engine in "
+                f"{', '.join(ENGINE_NAMES)}, precision in {', '.join(PRECISIONS)}, tta in {', '.join(TTA_MODES)} "
+                "(+compile: torch only)"
             )
         return spec
 
     @property
     def label(self) -> str:
-        """``engine:precision`` plus ``@tta`` when TTA is on (the ``cell`` column of the report)."""
-        return f"{self.engine}:{self.precision}" + (f"@{self.tta}" if self.tta != "none" else "")
+        """``engine:precision`` plus ``+compile`` and ``@tta`` when on (the ``cell`` column of the report)."""
+        return (
+            f"{self.engine}:{self.precision}"
+            + ("+compile" if self.compile else "")
+            + (f"@{self.tta}" if self.tta != "none" else "")
+        )
+
+    def member(self, model: str) -> dict:
+        """The engine request of this cell for ``model`` (``runtime.predict``'s member format plus ``options``):
+        ``torch:fp16`` opens the FP32 checkpoint with the torch engine's ``amp: float16``; ``+compile`` sets its
+        ``compile`` option."""
+        options: dict = {"compile": True} if self.compile else {}
+        precision = self.precision
+        if self.engine == "torch" and precision == "fp16":
+            options["amp"], precision = "float16", "fp32"
+        return {"model": model, "engine": self.engine, "precision": precision, "options": options, "weight": 1.0}
 
 
 def parse_fold_entry(entry: str, source: str = "bench config") -> tuple[str, CellSpec]:
@@ -85,9 +112,12 @@ class BenchConfig:
     matmul_peak: bool = True  # measure this machine's FP32 matmul GFLOP/s for the GFLOP/s fraction
     artifacts: str = "artifacts"
     out: str = "reports"
+    device: str = "cpu"  # where torch and onnx cells run: cpu or cuda[:N] (trt cells always run on a GPU)
 
     def validate(self, source: str) -> None:
         """Raises UserError naming a bad key."""
+        if self.device != "cpu" and not (self.device == "cuda" or self.device.startswith("cuda:")):
+            raise UserError(f"{source}: key 'device' must be cpu or cuda[:N], got {self.device!r}")
         for text in self.engines:
             CellSpec.parse(text, f"{source}: key 'engines'")
         if not self.engines and not self.ensembles:

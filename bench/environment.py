@@ -79,6 +79,22 @@ def gpu_info() -> str:
     return "; ".join(f"{g[0]} (driver {g[1]}, {g[2]} MiB)" for g in gpus if len(g) >= 3) or "none"
 
 
+def torch_cuda_info() -> str:
+    """``"CUDA <v>, cuDNN <v>: <GPU name> (sm_<major><minor>, <memory> MiB)"`` per device as torch sees it (the
+    GPU even where ``nvidia-smi`` is missing), ``"none"`` without CUDA, ``"torch not installed"`` without torch."""
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    if not torch.cuda.is_available():
+        return "none"
+    devices = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        devices.append(f"{p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**20:.0f} MiB)")
+    return f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}: {'; '.join(devices)}"
+
+
 def library_versions() -> dict[str, str]:
     """Installed version of each of :data:`LIBRARIES` (``"not installed"`` otherwise)."""
     versions = {}
@@ -118,6 +134,7 @@ def environment() -> dict[str, Any]:
         "commit": git_commit(),
         **cpu_info(),
         "gpu": gpu_info(),
+        "torch_cuda": torch_cuda_info(),
         "os": platform.platform(),
         "python": platform.python_version(),
         **library_versions(),

@@ -127,8 +127,7 @@ def plan(cfg: BenchConfig) -> list[Cell]:
         if cfg.build_missing:
             build_missing(cfg, model)
         for spec in cfg.cells:
-            member = {"model": str(Path(cfg.artifacts) / model), "engine": spec.engine, "precision": spec.precision}
-            cells += [Cell(model, spec, bs, [{**member, "weight": 1.0}]) for bs in cfg.batch_sizes]
+            cells += [Cell(model, spec, bs, [spec.member(str(Path(cfg.artifacts) / model))]) for bs in cfg.batch_sizes]
     for entry in cfg.ensembles:
         template = ensemble_cell(cfg, entry)
         cells += [dataclasses.replace(template, batch_size=bs, row={}, timings={}) for bs in cfg.batch_sizes]
@@ -179,7 +178,8 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
         cell.row["status"] = f"skipped: {cell.error}"
         return
     try:
-        device = "cuda" if any(m["engine"] == "trt" for m in cell.members) else "cpu"
+        trt = any(m["engine"] == "trt" for m in cell.members)
+        device = "cuda" if trt and cfg.device == "cpu" else cfg.device
         cell.process = CellProcess(cell.members, cell.spec.tta, device, cfg.threads)
         info = cell.process.info
         names = info.pop("class_names")
@@ -265,7 +265,7 @@ def reference_cell(cell: Cell, done: list[Cell]) -> Cell | None:
     plain = {
         n: sorted(
             (c for c in done if c.backbone == n and c.spec.precision == "fp32" and c.spec.tta == "none"),
-            key=lambda c: (c.spec.engine != "torch", -c.row["f1_micro"]),
+            key=lambda c: (c.spec.engine != "torch", c.spec.compile, -c.row["f1_micro"]),
         )
         for n in names
     }

@@ -52,8 +52,9 @@ class CellRunner:
         try:
             for m in members:
                 engine = create_engine(
-                    m["engine"], m["model"], device=device, threads=threads, precision=m["precision"]
-                )
+                    m["engine"], m["model"], device=device, threads=threads, precision=m["precision"],
+                    options=m.get("options"),
+                )  # fmt: skip
                 self.members.append((engine, float(m.get("weight", 1.0))))
                 first = self.members[0][0].meta.class_names
                 if engine.meta.class_names != first:
@@ -145,6 +146,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
+def torch_cuda_peak_mib() -> float | None:
+    """Peak GPU memory (MiB) torch's caching allocator reserved in this process (``torch.cuda.max_memory_reserved``,
+    every device); ``None`` when torch is not loaded or never used CUDA here. Excludes the CUDA context itself."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return sum(torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())) / 2**20
+
+
 def gpu_memory_mib(pid: int) -> float | None:
     """GPU memory (MiB) held by process ``pid`` according to ``nvidia-smi``; ``None`` without a GPU."""
     out = nvidia_smi("--query-compute-apps=pid,used_memory") or ""
@@ -157,7 +167,7 @@ def serve(conn: Any, members: list[dict[str, Any]], tta: str, device: str, threa
     """Child process: open the cell's engines, then answer ``(command, args)`` messages until ``close``.
 
     Replies are ``("ok", value)`` or ``("error", one-line reason)``. Commands: ``predict``, ``prepare``,
-    ``time``, ``close`` (replies with the peak resident memory in MiB).
+    ``time``, ``close`` (replies with the peak resident memory in MiB and :func:`torch_cuda_peak_mib`).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this process
     try:
@@ -175,7 +185,7 @@ def serve(conn: Any, members: list[dict[str, Any]], tta: str, device: str, threa
         try:
             if command == "close":
                 runner.close()
-                conn.send(("ok", peak_rss_mib()))
+                conn.send(("ok", (peak_rss_mib(), torch_cuda_peak_mib())))
                 return
             value = {"predict": runner.predict, "prepare": runner.prepare, "time": runner.timed_runs}[command](*args)
             conn.send(("ok", value))
@@ -228,11 +238,14 @@ class CellProcess:
         return self._reply()
 
     def close(self) -> tuple[float, float | None]:
-        """Close the engines; returns (peak resident memory MiB, GPU memory MiB or None)."""
+        """Close the engines; returns (peak resident memory MiB, GPU memory MiB or None). GPU memory is the
+        process's use by ``nvidia-smi`` (CUDA context included) or, where ``nvidia-smi`` does not list the process
+        (no tool, or another PID namespace in a container), torch's peak reserved memory
+        (:func:`torch_cuda_peak_mib`)."""
         gpu = gpu_memory_mib(self.process.pid) if self.process.pid else None
-        rss = self.call("close")
+        rss, torch_peak = self.call("close")
         self.stop()
-        return rss, gpu
+        return rss, gpu if gpu is not None else torch_peak
 
     def stop(self) -> None:
         """End the process (after ``close``, or at once on failure)."""

@@ -143,10 +143,10 @@ def test_bench_with_no_runnable_cell_writes_no_report(tiny_model: dict[str, Path
     [(["--baseline", "x.json", "--fail-on-regression", "lots"], "give a percentage"),
      (["--fail-on-regression", "5%"], "--fail-on-regression needs --baseline"),
      (["--baseline", "nosuch.json"], "cannot read"), (["--run", "latest"], "link to the newest report"),
-     (["--set", "engines=[onnx:int4]"], "engine[:precision][@tta]"), (["--run", "../x"], "--run '../x'"),
+     (["--set", "engines=[onnx:int4]"], "engine[:precision][+compile][@tta]"), (["--run", "../x"], "--run '../x'"),
      (["--set", "rounds=0"], "'rounds' >= 1"),
-     (["--set", "ensembles=[folds:m:onnx@flip]"], "engine[:precision][@tta]"),
-     (["--set", "ensembles=[folds:m@]"], "engine[:precision][@tta]")],
+     (["--set", "ensembles=[folds:m:onnx@flip]"], "engine[:precision][+compile][@tta]"),
+     (["--set", "ensembles=[folds:m@]"], "engine[:precision][+compile][@tta]")],
 )  # fmt: skip
 def test_bench_bad_arguments(args: list[str], message: str) -> None:
     assert_one_line_error(run_module("bench", *args), message)

@@ -63,18 +63,26 @@ def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelMeta]:
     return build_model(meta, ckpt["state_dict"], str(path)), meta
 
 
+#: ``amp`` option value -> (torch autocast dtype name, precision reported by :meth:`TorchEngine.describe`)
+AMP_DTYPES = {"none": (None, "fp32"), "float16": ("float16", "fp16"), "bfloat16": ("bfloat16", "bf16")}
+
+
 class TorchEngine(Engine):
-    """Eager PyTorch inference on CPU or CUDA, FP32, under ``torch.inference_mode``.
+    """Eager PyTorch inference on CPU or CUDA under ``torch.inference_mode``: FP32 weights, optionally run in
+    mixed precision.
 
     Options: ``channels_last`` (NHWC memory format, default on: faster convolutions with oneDNN and cuDNN),
-    ``compile`` (``torch.compile`` the model, default off: slow first batch, faster afterwards).
+    ``compile`` (``torch.compile`` the model, default off: slow first batch, faster afterwards), ``amp``
+    (``none`` (default), ``float16`` or ``bfloat16``: ``torch.autocast`` around the forward pass, as training's
+    ``amp_dtype``; logits are returned as float32).
 
     Raises:
-        UserError: CUDA requested but not available, or a bad checkpoint (see :func:`load_checkpoint`).
+        UserError: CUDA requested but not available, an unknown ``amp`` value, or a bad checkpoint (see
+            :func:`load_checkpoint`).
     """
 
     name = "torch"
-    default_options: ClassVar[dict[str, Any]] = {"channels_last": True, "compile": False}
+    default_options: ClassVar[dict[str, Any]] = {"channels_last": True, "compile": False, "amp": "none"}
 
     def __init__(
         self, artifact: str | os.PathLike, device: str = "cpu", threads: int | None = None, **options: Any
@@ -84,6 +92,10 @@ class TorchEngine(Engine):
             raise UserError("engine 'torch': CUDA requested but torch sees no GPU")
         if device.split(":")[0] not in ("cpu", "cuda"):
             raise UserError(f"engine 'torch': unknown device {device!r} (use cpu or cuda)")
+        amp = "none" if self.options["amp"] in (None, False) else str(self.options["amp"])
+        if amp not in AMP_DTYPES:
+            raise UserError(f"engine 'torch': option 'amp' must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+        self.amp_dtype, self.precision = AMP_DTYPES[amp]
         if threads:
             torch.set_num_threads(threads)
         model, self.meta = load_model(self.artifact)
@@ -92,15 +104,20 @@ class TorchEngine(Engine):
         self.model = self.model.to(memory_format=self.memory_format)
         self.forward = torch.compile(self.model) if self.options["compile"] else self.model
 
+    def _autocast(self) -> torch.autocast:
+        """``torch.autocast`` in the ``amp`` dtype on this device (disabled for ``amp: none``)."""
+        dtype = getattr(torch, self.amp_dtype or "float16")
+        return torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=self.amp_dtype is not None)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """See :meth:`Engine.run`."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
             return self.forward(x.contiguous(memory_format=self.memory_format)).float().cpu().numpy()
 
     def run_features(self, batch: np.ndarray) -> np.ndarray:
         """See :meth:`Engine.run_features` (``forward_head(forward_features(x), pre_logits=True)``)."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
             x = x.contiguous(memory_format=self.memory_format)
             feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
@@ -111,8 +128,9 @@ class TorchEngine(Engine):
         return {
             "engine": self.name,
             "provider": f"torch {torch.__version__} {'compiled' if self.options['compile'] else 'eager'}"
-            + (" channels_last" if self.options["channels_last"] else ""),
+            + (" channels_last" if self.options["channels_last"] else "")
+            + (f" autocast {self.amp_dtype}" if self.amp_dtype else ""),
             "device": self.device,
-            "precision": "fp32",
+            "precision": self.precision,
             "threads": torch.get_num_threads(),
         }

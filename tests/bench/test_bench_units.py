@@ -50,6 +50,8 @@ def test_matmul_peak_is_positive() -> None:
         ("onnx:int8", CellSpec("onnx", "int8")),
         ("openvino@hflip", CellSpec("openvino", "fp32", "hflip")),
         ("onnx:fp16@five-crop", CellSpec("onnx", "fp16", "five-crop")),
+        ("torch+compile", CellSpec("torch", compile=True)),
+        ("torch:fp16+compile@hflip", CellSpec("torch", "fp16", "hflip", compile=True)),
     ],
 )
 def test_cell_spec_parses(text: str, expected: CellSpec) -> None:
@@ -57,10 +59,23 @@ def test_cell_spec_parses(text: str, expected: CellSpec) -> None:
     assert CellSpec.parse(expected.label) == expected
 
 
-@pytest.mark.parametrize("text", ["tensorflow", "onnx:int4", "onnx@rotate", "", "onnx@", "onnx:", "onnx:@hflip"])
+@pytest.mark.parametrize(
+    "text",
+    ["tensorflow", "onnx:int4", "onnx@rotate", "", "onnx@", "onnx:", "onnx:@hflip", "onnx+compile", "torch+jit"],
+)
 def test_cell_spec_rejects_unknown_names(text: str) -> None:
-    with pytest.raises(UserError, match="engine\\[:precision\\]\\[@tta\\]"):
+    with pytest.raises(UserError, match="engine\\[:precision\\]\\[\\+compile\\]\\[@tta\\]"):
         CellSpec.parse(text)
+
+
+def test_cell_members_map_torch_fp16_and_compile_to_engine_options() -> None:
+    assert CellSpec("torch").member("a/m") == {"model": "a/m", "engine": "torch", "precision": "fp32",
+                                               "options": {}, "weight": 1.0}  # fmt: skip
+    fp16 = CellSpec.parse("torch:fp16+compile").member("a/m")
+    assert fp16["precision"] == "fp32" and fp16["options"] == {"amp": "float16", "compile": True}
+    assert CellSpec("onnx", "fp16").member("a/m")["precision"] == "fp16"  # other engines: the FP16 artifact
+    with pytest.raises(UserError, match="key 'device'"):
+        BenchConfig(device="gpu").validate("bench.yaml")
 
 
 def test_pareto_front_keeps_only_undominated_points() -> None:

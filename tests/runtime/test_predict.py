@@ -197,6 +197,28 @@ def test_every_cpu_engine_gives_the_same_labels(tiny_model: dict[str, Path], tmp
     assert _predict(*args, "--out", str(out), "--option", "bogus=1") == 2
 
 
+def test_torch_engine_amp_option(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    import numpy as np
+
+    from runtime.engines import create_engine
+
+    batch = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    with (
+        create_engine("torch", tiny_model["artifacts"]) as fp32,
+        create_engine("torch", tiny_model["artifacts"], options={"amp": "bfloat16"}) as bf16,
+    ):
+        assert fp32.describe()["precision"] == "fp32" and bf16.describe()["precision"] == "bf16"
+        assert "autocast bfloat16" in bf16.describe()["provider"]
+        ref, low = fp32.run(batch), bf16.run(batch)
+        assert low.dtype == np.float32 and not np.array_equal(ref, low)  # it did run in bfloat16
+        np.testing.assert_allclose(low, ref, atol=0.1 * float(np.abs(ref).max()) + 1e-3)
+        assert bf16.run_features(batch).dtype == np.float32
+    args = ["--engine", "torch", "--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"])]
+    out = tmp_path / "amp.csv"
+    assert _predict(*args, "--out", str(out), "--option", "amp=bfloat16") == 0
+    assert _predict(*args, "--out", str(out), "--option", "amp=int4") == 2
+
+
 def test_tta(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     import numpy as np
 
