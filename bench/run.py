@@ -19,7 +19,6 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,8 @@ from runtime.artifacts import artifact_file
 from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import image_dir_for, image_paths, read_csv, require_dir
 from runtime.errors import ArgumentParser, UserError, description, one_line
-from train.loop import f1_micro_macro
+from runtime.members import Member, fold_models, read_ensemble
+from runtime.metrics import f1_micro_macro, f1_ratio, passes_f1_gate
 
 #: forward passes per image for each TTA mode
 TTA_VIEWS = {"none": 1, "hflip": 2, "hflip+vflip": 3, "five-crop": 5}
@@ -57,7 +57,7 @@ class Cell:
     backbone: str
     spec: CellSpec
     batch_size: int
-    members: list[dict[str, Any]]
+    members: list[Member]
     group: str | None = None  # backbone whose torch FP32 cell is the reference (ensembles); default: backbone
     error: str | None = None  # why the cell cannot be set up (recorded as skipped)
     row: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -139,26 +139,24 @@ def ensemble_cell(cfg: BenchConfig, entry: str) -> Cell:
     (the finished k-fold run of ``<model>``) or ``<ensemble.yaml>[@tta]``. Its backbone is ``ensemble:<name>``;
     its spec names the members' engine and precision (``mixed`` when they differ). An entry whose members cannot
     be listed becomes a skipped cell with the reason."""
-    from runtime.predict import ensemble_members, fold_models
 
     head, _, tta = entry.partition("@")
     tta = tta or "none"
     try:
         if head.startswith("folds:"):
             model, spec = parse_fold_entry(entry, "ensembles")
-            members = [{"model": m, "engine": spec.engine, "precision": spec.precision, "weight": 1.0}
-                       for m in fold_models(str(Path(cfg.artifacts) / model))]  # fmt: skip
+            members = [Member(m, spec.engine, spec.precision) for m in fold_models(Path(cfg.artifacts) / model)]
             return Cell(f"ensemble:{model}:{len(members)} folds", spec, 0, members, model)
-        members = ensemble_members(SimpleNamespace(ensemble=head, engine="onnx", precision="fp32", model=None))
+        members = read_ensemble(head, "onnx", "fp32")
     except UserError as exc:
         name = head.split(":")[1] if head.startswith("folds:") else Path(head).stem
         return Cell(f"ensemble:{name}", CellSpec("ensemble", "fp32", tta), 0, [], error=one_line(exc))
-    engines = {m["engine"] for m in members}
-    precisions = {m["precision"] or "fp32" for m in members}
+    engines = {m.engine for m in members}
+    precisions = {m.precision or "fp32" for m in members}
     spec = CellSpec(
         engines.pop() if len(engines) == 1 else "mixed", precisions.pop() if len(precisions) == 1 else "mixed", tta
     )
-    first = Path(members[0]["model"])
+    first = Path(members[0].model)
     return Cell(f"ensemble:{Path(head).stem}", spec, 0, members, first.name if first.is_dir() else first.parent.name)
 
 
@@ -178,7 +176,7 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
         cell.row["status"] = f"skipped: {cell.error}"
         return
     try:
-        trt = any(m["engine"] == "trt" for m in cell.members)
+        trt = any(m.engine == "trt" for m in cell.members)
         device = "cuda" if trt and cfg.device == "cpu" else cfg.device
         cell.process = CellProcess(cell.members, cell.spec.tta, device, cfg.threads)
         info = cell.process.info
@@ -241,7 +239,7 @@ def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]]) -> N
     if cfg.latency_batch:
         lat = summarize(cell.timings["lat1"], cfg.latency_batch)
         row.update(lat1_p50_ms=lat["p50_ms"], lat1_p90_ms=lat["p90_ms"], lat1_p99_ms=lat["p99_ms"])
-    member_costs = [costs.get(str(Path(m["model"]).resolve()), {}) for m in cell.members]
+    member_costs = [costs.get(str(Path(m.model).resolve()), {}) for m in cell.members]
     if all(c.get("gmacs") is not None for c in member_costs):
         row["params_m"] = sum(c["params"] for c in member_costs) / 1e6
         row["gmacs"] = sum(c["gmacs"] for c in member_costs) * TTA_VIEWS[cell.spec.tta]
@@ -290,7 +288,7 @@ def compare_to_reference(cells: list[Cell], min_f1_ratio: float) -> None:
         cell.row["reference"] = ref.spec.label if ref.backbone == cell.backbone else f"{ref.backbone} {ref.spec.label}"
         cell.row["agreement"] = float((ref.probs.argmax(1) == cell.probs.argmax(1)).mean())
         cell.row["delta_f1"] = cell.row["f1_micro"] - ref.row["f1_micro"]
-        cell.row["f1_ratio"] = cell.row["f1_micro"] / ref.row["f1_micro"] if ref.row["f1_micro"] else 1.0
+        cell.row["f1_ratio"] = f1_ratio(cell.row["f1_micro"], ref.row["f1_micro"])
         same_batch = sorted(
             (
                 c
@@ -304,7 +302,9 @@ def compare_to_reference(cells: list[Cell], min_f1_ratio: float) -> None:
         )
         if same_batch and "img_per_s_engine" in cell.row:
             cell.row["speedup"] = cell.row["img_per_s_engine"] / same_batch[0].row["img_per_s_engine"]
-        if cell.spec.precision != "fp32" and cell.row["f1_ratio"] < min_f1_ratio:
+        if cell.spec.precision != "fp32" and not passes_f1_gate(
+            cell.row["f1_micro"], ref.row["f1_micro"], min_f1_ratio
+        ):
             cell.row["status"] = (
                 f"failed gate: micro-F1 {cell.row['f1_micro']:.4f} < {min_f1_ratio:.0%} of "
                 f"{cell.row['reference']} {ref.row['f1_micro']:.4f}"
@@ -346,7 +346,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     env = environment()
     peaks = [matmul_peak_gflops(threads=cfg.threads)] if cfg.matmul_peak else []
     costs: dict[str, dict[str, Any]] = {}
-    for folder in {str(Path(m["model"]).resolve()) for c in cells for m in c.members}:
+    for folder in {str(Path(m.model).resolve()) for c in cells for m in c.members}:
         checkpoint = Path(folder) / "best.pt" if Path(folder).is_dir() else Path(folder).with_name("best.pt")
         try:
             costs[folder] = model_cost(checkpoint) if checkpoint.is_file() else {}

@@ -152,3 +152,36 @@ def encode_labels(labels: list[str], class_names: list[str], source: str) -> lis
     if unknown:
         raise UserError(f"{source}: label {unknown[0]!r} is not in the class map ({len(class_names)} classes)")
     return [index[lbl] for lbl in labels]
+
+
+def discover_inputs(
+    data: str | os.PathLike | None, csv: str | os.PathLike | None, images: str | os.PathLike | None
+) -> tuple[list[str], Path]:
+    """(image ids in input order, image folder) of a prediction's input: a contest-layout dataset ``data``
+    (``csv`` inside it, default ``test.csv``; images in :func:`image_dir_for`), a CSV with an ``image_id``
+    column plus its image folder ``images``, or a folder ``images`` alone (every image under it, sorted by path).
+
+    Raises:
+        UserError: missing folders or CSV, no input given, or a folder without images.
+    """
+    if data is None and csv is None and images is None:
+        raise UserError("give --data (contest layout), --csv with --images, or --images alone (a folder)")
+    if data is None and csv is None:
+        from PIL import Image
+
+        folder = require_dir(images, "image folder")
+        exts = {e.lower() for e, f in Image.registered_extensions().items() if f in Image.OPEN}
+        ids = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        if not ids:
+            raise UserError(f"{folder}: no image files found")
+        return ids, folder
+    base = require_dir(data) if data is not None else Path(".")
+    csv_path = base / (csv or "test.csv")
+    ids = read_csv(csv_path, allow_empty_ids=True)[ID_COLUMN].tolist()
+    if images is not None:
+        folder = Path(images)
+    elif data is not None:
+        folder = image_dir_for(base, csv_path.name)
+    else:
+        raise UserError("--csv without --data needs --images (the folder the ids are in)")
+    return ids, require_dir(folder, "image folder")

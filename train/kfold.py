@@ -35,8 +35,8 @@ from runtime.artifacts import CV_SUMMARY, file_sha256, is_fold_dir
 from runtime.atomic import atomic_path, write_text
 from runtime.dataset import image_dir_for, image_paths, read_class_map, read_csv, require_dir, require_unique_ids
 from runtime.errors import UserError
+from runtime.metrics import f1_micro_macro
 from train.config import TrainConfig
-from train.loop import f1_micro_macro
 
 #: per-fold record of how the fold was made (compared on --resume)
 FOLD_RECORD = "fold.json"

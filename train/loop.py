@@ -8,19 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from tqdm import tqdm
 
-
-def f1_micro_macro(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> tuple[float, float]:
-    """Micro- and macro-F1 (scikit-learn ``f1_score``) over all classes ``0..num_classes-1``.
-
-    A class absent from both targets and predictions counts as F1 = 0 in the macro mean (``zero_division=0``).
-    """
-    labels = list(range(num_classes))
-    micro = f1_score(targets, preds, labels=labels, average="micro", zero_division=0)
-    macro = f1_score(targets, preds, labels=labels, average="macro", zero_division=0)
-    return float(micro), float(macro)
+from runtime.metrics import f1_micro_macro
 
 
 class EpochMetrics:

@@ -10,6 +10,7 @@ import pytest
 from bench.config import BenchConfig
 from bench.run import run_bench
 from bench.worker import CellFailed, CellProcess, torch_cuda_peak_mib
+from runtime.members import Member
 
 
 def test_missing_artifact_is_a_recorded_skip(tiny_model: dict[str, Path], tmp_path: Path) -> None:
@@ -42,7 +43,7 @@ def test_missing_artifact_is_a_recorded_skip(tiny_model: dict[str, Path], tmp_pa
 
 
 def test_a_dying_worker_is_a_recorded_failure(tiny_model: dict[str, Path]) -> None:
-    member = {"model": str(tiny_model["artifacts"]), "engine": "onnx", "precision": "fp32", "weight": 1.0}
+    member = Member(str(tiny_model["artifacts"]), "onnx", "fp32")
     cell = CellProcess([member], "none", "cpu", None)
     assert cell.info["provider"] == "CPUExecutionProvider"
     cell.process.kill()  # as the kernel's out-of-memory killer would

@@ -20,6 +20,7 @@ from bench.plots import pareto_front
 from bench.report import COLUMNS, markdown_table, write_run
 from bench.run import Cell, _start, best_cell, compare_to_reference, ensemble_cell, plan, summary_line
 from runtime.errors import UserError
+from runtime.members import Member
 
 
 def test_summarize_takes_the_median_round_and_pooled_percentiles() -> None:
@@ -69,11 +70,10 @@ def test_cell_spec_rejects_unknown_names(text: str) -> None:
 
 
 def test_cell_members_map_torch_fp16_and_compile_to_engine_options() -> None:
-    assert CellSpec("torch").member("a/m") == {"model": "a/m", "engine": "torch", "precision": "fp32",
-                                               "options": {}, "weight": 1.0}  # fmt: skip
+    assert CellSpec("torch").member("a/m") == Member("a/m", "torch", "fp32", 1.0, {})
     fp16 = CellSpec.parse("torch:fp16+compile").member("a/m")
-    assert fp16["precision"] == "fp32" and fp16["options"] == {"amp": "float16", "compile": True}
-    assert CellSpec("onnx", "fp16").member("a/m")["precision"] == "fp16"  # other engines: the FP16 artifact
+    assert fp16.precision == "fp32" and fp16.options == {"amp": "float16", "compile": True}
+    assert CellSpec("onnx", "fp16").member("a/m").precision == "fp16"  # other engines: the FP16 artifact
     with pytest.raises(UserError, match="key 'device'"):
         BenchConfig(device="gpu").validate("bench.yaml")
 
@@ -86,7 +86,7 @@ def test_pareto_front_keeps_only_undominated_points() -> None:
 def _cell(
     engine: str, precision: str, f1: float, preds: list[int], speed: float, tta: str = "none", backbone: str = "m"
 ) -> Cell:
-    cell = Cell(backbone, CellSpec(engine, precision, tta), 8, [{"model": "artifacts/m"}], group="m")
+    cell = Cell(backbone, CellSpec(engine, precision, tta), 8, [Member("artifacts/m")], group="m")
     cell.row = {
         "backbone": backbone,
         "cell": cell.spec.label,
@@ -154,7 +154,7 @@ def test_ensemble_cells_name_engine_precision_and_tta(tmp_path: Path) -> None:
     cfg = BenchConfig(artifacts=str(tmp_path / "artifacts"))
     cell = ensemble_cell(cfg, "folds:m:onnx:int8@hflip")
     assert cell.backbone == "ensemble:m:3 folds" and cell.spec.label == "onnx:int8@hflip" and cell.group == "m"
-    assert [Path(m["model"]).name for m in cell.members] == ["fold0", "fold1", "fold2"]
+    assert [Path(m.model).name for m in cell.members] == ["fold0", "fold1", "fold2"]
     assert ensemble_cell(cfg, "folds:m").spec.label == "onnx:fp32"
     cells = plan(BenchConfig(artifacts=cfg.artifacts, ensembles=["folds:m"], batch_sizes=[1, 4]))
     assert [c.batch_size for c in cells] == [1, 4] and cells[0].timings is not cells[1].timings
