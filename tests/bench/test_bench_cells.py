@@ -33,11 +33,7 @@ def test_missing_artifact_is_a_recorded_skip(tiny_model: dict[str, Path], tmp_pa
     assert rows[1].status.startswith("skipped:") and "model.onnx" in rows[1].status
     assert rows[2].status.startswith("skipped:") and "gpu" in rows[2].status
     # torch:fp16 is the FP32 checkpoint under float16 autocast, compared with torch:fp32; no GPU memory on a CPU
-    assert (
-        rows[3].status == "ok"
-        and "autocast float16" in rows[3].provider
-        and "autocast" not in rows[0].provider
-    )
+    assert rows[3].status == "ok" and "autocast float16" in rows[3].provider and "autocast" not in rows[0].provider
     assert rows[3].reference == "torch:fp32" and rows[3].agreement >= 0.75
     assert rows[0].gpu_mem_mib is None and torch_cuda_peak_mib() is None
 
