@@ -14,7 +14,7 @@ from bench.rows import BenchRow
 from bench.worker import CellProcess
 from runtime.artifacts import artifact_file
 from runtime.config import load_config
-from runtime.dataset import image_dir_for, image_paths, read_csv, require_dir
+from runtime.dataset import labelled_images
 from runtime.errors import UserError, one_line
 from runtime.members import Member, fold_models, read_ensemble
 
@@ -53,20 +53,12 @@ class Cell:
 
 
 def held_out(cfg: BenchConfig) -> tuple[list[Path], list[str]]:
-    """Image paths of ``cfg.csv`` and their labels from ``cfg.labels``.
+    """Image paths of ``cfg.csv`` and their labels from ``cfg.labels`` (:func:`runtime.dataset.labelled_images`).
 
     Raises:
         UserError: missing dataset, CSV, labels, or an image without a label.
     """
-    data = require_dir(cfg.data)
-    ids = read_csv(data / cfg.csv)["image_id"].tolist()
-    truth = read_csv(data / cfg.labels, require_label=True).set_index("image_id")["label"]
-    missing = [i for i in ids if i not in truth.index]
-    if missing:
-        raise UserError(f"{data / cfg.labels}: no label for image {missing[0]!r} of {cfg.csv}")
-    if not ids:
-        raise UserError(f"{data / cfg.csv}: no image ids")
-    return image_paths(require_dir(image_dir_for(data, cfg.csv), "image folder"), ids), truth.loc[ids].tolist()
+    return labelled_images(cfg.data, cfg.csv, labels_csv=cfg.labels)
 
 
 def trained_models(cfg: BenchConfig) -> list[str]:

@@ -185,3 +185,31 @@ def discover_inputs(
     else:
         raise UserError("--csv without --data needs --images (the folder the ids are in)")
     return ids, require_dir(folder, "image folder")
+
+
+def labelled_images(
+    data: str | os.PathLike, csv_name: str, labels_csv: str | None = None, limit: int | None = None
+) -> tuple[list[Path], list[str]]:
+    """Image paths and labels of ``<data>/<csv_name>`` in file order (the first ``limit`` rows): labels from
+    the CSV's own ``label`` column, or from ``<data>/<labels_csv>`` (e.g. ``test.csv`` + ``test_labels.csv``).
+    Images are looked up in :func:`image_dir_for`; encode labels with :func:`encode_labels`.
+
+    Raises:
+        UserError: missing dataset, CSV or image folder, no image ids, or an image without a label.
+    """
+    data = require_dir(data)
+    df = read_csv(data / csv_name, require_label=labels_csv is None)
+    if limit is not None:
+        df = df.head(limit)
+    ids = df[ID_COLUMN].tolist()
+    if not ids:
+        raise UserError(f"{data / csv_name}: no image ids")
+    if labels_csv is None:
+        labels = df[LABEL_COLUMN].tolist()
+    else:
+        truth = read_csv(data / labels_csv, require_label=True).set_index(ID_COLUMN)[LABEL_COLUMN]
+        missing = [i for i in ids if i not in truth.index]
+        if missing:
+            raise UserError(f"{data / labels_csv}: no label for image {missing[0]!r} of {csv_name}")
+        labels = truth.loc[ids].tolist()
+    return image_paths(require_dir(image_dir_for(data, csv_name), "image folder"), ids), labels
