@@ -23,7 +23,7 @@ GPU_OUT ?=
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data split train export verify predict features audit clean bench microbench memory demo gpu-data gpu-check test lint format tensorboard distclean
+.PHONY: help venv data weights split train export verify predict features audit clean bench microbench memory demo gpu-data gpu-check test lint format tensorboard distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ venv: $(STAMP)  ## create .venv and install the project with the CPU extras
 
 data: $(STAMP)  ## write the embedded ELPV dataset to data/elpv in the contest layout
 	$(PY) -m train.prepare_elpv --out data/elpv
+
+weights: $(STAMP)  ## write the offline EfficientNet-Lite0 ImageNet weights (timm names) to data/weights/
+	$(PY) -m train.pretrained --out data/weights/efficientnet_lite0.pth
 
 split: $(STAMP)  ## seeded stratified train_/valid_ split + class map (configs/split.yaml)
 	$(PY) -m train.split --set dataset=$(DATA) $(ARGS)

@@ -26,6 +26,12 @@ class TrainConfig:
     pretrained: bool = False
     pretrained_path: str | None = None
     freeze_backbone: bool = False
+    #: with freeze_backbone: false keeps the backbone's BatchNorm layers in eval mode (pretrained running
+    #: statistics unchanged); true lets training batches update them (the layers' weights stay frozen)
+    update_bn_stats: bool = False
+    #: with freeze_backbone and no train-time augmentation: compute the backbone's pre-logit features once
+    #: and train the classifier on them (see train.cached)
+    cache_features: bool = False
     drop_rate: float = 0.0
     global_pool: str | None = None  # timm head pooling: avg | max | avgmax | catavgmax (null: the model's own)
     img_size: int | None = None
@@ -117,8 +123,31 @@ class TrainConfig:
                 hint = {"warmup_epochs": f" (must be below epochs = {self.epochs})",
                         "min_lr": f" (must be below lr = {self.lr})"}.get(key, "")  # fmt: skip
                 raise UserError(f"{source}: key {key!r} has an invalid value {getattr(self, key)!r}{hint}")
+        if self.cache_features:
+            self._check_cacheable(source)
         if self.pretrained_path and not Path(self.pretrained_path).is_file():
             raise UserError(f"{source}: pretrained_path {self.pretrained_path!r} is not a file")
+
+    def _check_cacheable(self, source: str) -> None:
+        """Raises UserError unless ``cache_features`` can hold: a frozen backbone with frozen BatchNorm
+        statistics and every train-time augmentation off (the head then sees the eval transform's features)."""
+        augment = {"hflip": self.hflip, "vflip": self.vflip, "color_jitter": self.color_jitter,
+                   "auto_augment": self.auto_augment, "mixup": self.mixup, "cutmix": self.cutmix}  # fmt: skip
+        conflict = [f"{k}: {v}" for k, v in augment.items() if v]
+        if list(self.train_scale) != [1.0, 1.0]:
+            conflict.append(f"train_scale: {list(self.train_scale)}")
+        if not self.freeze_backbone:
+            conflict.insert(0, "freeze_backbone: false")
+        if self.update_bn_stats:
+            conflict.append("update_bn_stats: true")
+        if self.ema:
+            conflict.append("ema: true")
+        if conflict:
+            raise UserError(
+                f"{source}: cache_features needs freeze_backbone: true and no train-time augmentation "
+                f"(hflip/vflip/color_jitter 0, train_scale [1.0, 1.0], no auto_augment/mixup/cutmix/ema/"
+                f"update_bn_stats); got {', '.join(conflict)}"
+            )
 
 
 def model_config_path(model: str) -> Path:

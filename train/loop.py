@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from runtime.metrics import f1_micro_macro
+from train.model import frozen_norms_eval
 
 
 class EpochMetrics:
@@ -96,6 +97,7 @@ def train_one_epoch(
     ema: Any = None,
     channels_last: bool = False,
     gather: Callable[[Any], list[Any]] | None = None,
+    frozen_bn: bool = False,
 ) -> dict[str, float]:
     """Train one epoch. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro`` (against the hard labels,
     over all ranks) and ``img_per_s`` (this rank).
@@ -105,8 +107,11 @@ def train_one_epoch(
         clip_grad: max global gradient norm (``None``: no clipping).
         mixup: timm ``Mixup`` (batch-level mixup/cutmix with soft targets) or ``None``.
         ema: timm ``ModelEmaV3`` updated after each optimizer step, or ``None``.
+        frozen_bn: keep BatchNorm layers with frozen parameters in eval mode (``train.model.frozen_norms_eval``).
     """
     model.train()
+    if frozen_bn:
+        frozen_norms_eval(model)
     metrics = EpochMetrics(num_classes, gather)
     start = time.perf_counter()
     n_batches = len(loader) if hasattr(loader, "__len__") else None

@@ -68,7 +68,10 @@ def _accepts_img_size(architecture: str) -> bool:
 
 
 def freeze_backbone(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Freeze all but the classifier (the seed's head-only training); returns the trainable parameters."""
+    """Freeze all but the classifier (the seed's head-only training); returns the trainable parameters.
+
+    Freezing parameters alone still lets BatchNorm layers in train mode overwrite their running statistics;
+    :func:`frozen_norms_eval` (called after every ``model.train()``) keeps them as loaded."""
     for p in model.parameters():
         p.requires_grad_(False)
     head = model.get_classifier()
@@ -76,6 +79,19 @@ def freeze_backbone(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def frozen_norms_eval(model: torch.nn.Module) -> int:
+    """Put every BatchNorm layer whose parameters are all frozen into eval mode (running mean/var unchanged,
+    normalised with them); returns how many layers that was. Call after ``model.train()``."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+                count += 1
+    return count
 
 
 def make_meta(model: torch.nn.Module, cfg: TrainConfig, class_names: list[str]) -> ModelMeta:

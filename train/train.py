@@ -31,6 +31,7 @@ from runtime.config import add_set_argument, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_class_map, read_csv, require_dir
 from runtime.engines.pytorch import load_checkpoint
 from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
+from train.cached import CachedHead, cached_loaders
 from train.checkpoint import save_checkpoint
 from train.config import TrainConfig, load_train_config
 from train.data import ImageDataset, class_weights, make_loader, train_transform, valid_transform
@@ -187,6 +188,15 @@ def train(name: str, cfg: TrainConfig, resume: bool = False) -> dict[str, float]
     valid_loader = make_loader(
         ImageDataset(valid_paths, valid_targets, valid_transform(meta)), cfg.batch_size, False, cfg.workers, cfg.seed
     )
+    head: torch.nn.Module | None = None  # cache_features: the classifier, trained and validated on features
+    if cfg.cache_features:
+        if ddp.world > 1:
+            raise UserError(f"{cfg.source}: cache_features runs in one process; train without torchrun/NPROC")
+        head = CachedHead(model, cfg.drop_rate)
+        train_loader, valid_loader = cached_loaders(
+            model, meta, [(train_paths, train_targets), (valid_paths, valid_targets)], per_rank_batch,
+            cfg.workers, cfg.seed, device, sampler,
+        )  # fmt: skip
     loss_weight = class_weights(train_targets, k).to(device) if cfg.class_balance == "loss" else None
     mixup = (
         Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, label_smoothing=cfg.label_smoothing,
@@ -239,8 +249,9 @@ def train(name: str, cfg: TrainConfig, resume: bool = False) -> dict[str, float]
                 sampler.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
             tr = train_one_epoch(
-                net, train_loader, criterion, optimizer, device, scaler, k, amp_dtype, f"epoch {epoch} train",
-                cfg.accum_steps, cfg.clip_grad, mixup, ema, cfg.channels_last, ddp.gather,
+                head or net, train_loader, criterion, optimizer, device, scaler, k, amp_dtype, f"epoch {epoch} train",
+                cfg.accum_steps, cfg.clip_grad, mixup, ema, cfg.channels_last and head is None, ddp.gather,
+                frozen_bn=cfg.freeze_backbone and not cfg.update_bn_stats,
             )  # fmt: skip
             if not math.isfinite(tr["loss"]):
                 raise UserError(
@@ -250,8 +261,8 @@ def train(name: str, cfg: TrainConfig, resume: bool = False) -> dict[str, float]
             scheduler.step(epoch)
             if ddp.main:
                 scored = ema.module if ema is not None else model
-                va = evaluate(scored, valid_loader, eval_criterion, device, k, eval_amp, f"epoch {epoch} valid",
-                              cfg.channels_last)  # fmt: skip
+                va = evaluate(head or scored, valid_loader, eval_criterion, device, k, eval_amp,
+                              f"epoch {epoch} valid", cfg.channels_last and head is None)  # fmt: skip
                 for split_name, metrics in (("train", tr), ("valid", va)):
                     for key, value in metrics.items():
                         if isinstance(value, float):
