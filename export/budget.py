@@ -62,15 +62,32 @@ def available_bytes() -> int | None:
                 found.append(int(line.split()[1]) * 1024)
     except OSError:
         pass
-    cgroup = Path("/sys/fs/cgroup")
-    try:
-        rel = Path("/proc/self/cgroup").read_text().strip().split("::")[-1].lstrip("/")
-        limit = (cgroup / rel / "memory.max").read_text().strip()
-        if limit != "max":
-            found.append(int(limit) - int((cgroup / rel / "memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
+    found.extend(_cgroup_headroom())
     return min(found) if found else None
+
+
+def _cgroup_headroom() -> list[int]:
+    """Limit minus usage of this process's memory cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes``)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        if controllers == "":
+            files = (Path("/sys/fs/cgroup") / rel.lstrip("/"), "memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            files = (Path("/sys/fs/cgroup/memory") / rel.lstrip("/"), "memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            limit = (files[0] / files[1]).read_text().strip()
+            if limit != "max" and int(limit) < 2**60:
+                out.append(int(limit) - int((files[0] / files[2]).read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def _without_large_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
