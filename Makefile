@@ -20,10 +20,13 @@ ARGS   ?=
 # gpu-check runs with the machine's own Python (nothing installed): .venv's where there is one, else python3
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_OUT ?=
+# make chain: every shipped backbone config (configs/models/*.yaml)
+CHAIN_MODELS ?= $(subst $(eval) ,$(comma),$(basename $(notdir $(wildcard configs/models/*.yaml))))
+comma := ,
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data weights split train export verify predict features audit clean bench microbench memory demo gpu-data gpu-check test lint format tensorboard distclean
+.PHONY: help venv data weights split train export verify predict features audit clean bench microbench memory demo gpu-data gpu-check chain test test-slow lint format tensorboard distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -97,6 +100,12 @@ gpu-data: $(STAMP)  ## CPU machine: data/gpucheck for gpu-check (400 ELPV images
 
 gpu-check:  ## GPU machine: the GPU verification kit (installs nothing) [GPU_OUT=dir for the summary] [ARGS=--plan]
 	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m bench.gpucheck $(if $(GPU_OUT),--out $(GPU_OUT)) $(ARGS)
+
+chain: $(STAMP)  ## per backbone: train 1 epoch -> export every CPU target -> predict -> bench; time/memory table -> reports/chain/
+	$(PY) -m bench.chain --models $(CHAIN_MODELS) --predict-bench $(ARGS)
+
+test-slow: $(STAMP)  ## only the tests marked slow (the chain for every shipped config on a generated contest-layout set)
+	$(PY) -m pytest -m slow $(ARGS)
 
 test: $(STAMP)  ## run the test suite (CPU) without the tests marked slow (ARGS="-m slow": only those)
 	$(PY) -m pytest -m "not slow" $(ARGS)

@@ -12,22 +12,31 @@ against the FP32 checkpoint on real validation images (``export.verify``), and o
 
 A target that fails its gate is not installed (unless ``allow_degraded``), the failure is recorded in
 ``verify.json``, the other targets still build, and the exit status is 2.
+
+Memory is bounded by ``memory_budget_gib`` (``export.budget``): the verification batch and the INT8 calibration
+stride are chosen from the FP32 graph's activation size, and an export that cannot fit even one image at a time is
+refused in one line before it starts. A killed export's ``.export-*`` folder is removed by the next export
+(``export.workdir``). ``--memory-report FILE`` records the peak resident memory of every step (``export.memory``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from export.budget import ActivationSize, MemoryPlan, activation_size, available_bytes, plan_memory
+from export.memory import StepMeter
 from export.onnx import EXPORTERS, export_onnx, write_onnx_meta
 from export.quantize import CALIBRATION_METHODS, QUANT_TYPES, convert_fp16, quantize_int8
 from export.verify import Gates, collect_logits, judge, summary_line, update_record
+from export.workdir import work_folder
 from runtime.artifacts import ARTIFACT_FILES, file_sha256, fold_dirs
 from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
@@ -64,6 +73,7 @@ class ExportConfig:
     min_f1_ratio: float = 0.99
     allow_degraded: bool = False
     batch_size: int = 32
+    memory_budget_gib: float = 5.0
     threads: int | None = None
     artifacts: str = "artifacts"
 
@@ -84,6 +94,7 @@ class ExportConfig:
             ("min_agreement", 0 < self.min_agreement <= 1, "must be in (0, 1]"),
             ("min_f1_ratio", 0 < self.min_f1_ratio <= 1, "must be in (0, 1]"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("memory_budget_gib", self.memory_budget_gib > 0, "must be > 0"),
             ("opset", self.opset >= 17, "must be >= 17"),
         ]  # fmt: skip
         for key, ok, why in checks:
@@ -125,20 +136,43 @@ def installed_artifacts(model_dir: Path) -> list[tuple[str, str, str]]:
 class Exporter:
     """Builds, verifies and installs the targets of one model (see the module docstring)."""
 
-    def __init__(self, name: str, cfg: ExportConfig) -> None:
-        self.name, self.cfg = name, cfg
+    def __init__(self, name: str, cfg: ExportConfig, meter: StepMeter | None = None) -> None:
+        self.name, self.cfg, self.meter = name, cfg, meter
         self.model_dir = Path(cfg.artifacts) / name
         checkpoint = self.model_dir / "best.pt"
         if not checkpoint.is_file():
             raise UserError(f"{checkpoint}: not found; run `make train MODEL={name}` first")
-        self.reference = TorchEngine(checkpoint, threads=cfg.threads)
+        with self._step("load checkpoint"):
+            self.reference: TorchEngine | None = TorchEngine(checkpoint, threads=cfg.threads)
         self.meta = self.reference.meta
         self.meta.checkpoint_sha256 = file_sha256(checkpoint)
+        self.param_bytes = sum(p.numel() * p.element_size() for p in self.reference.model.parameters())
+        self._plan(ActivationSize(0, 0))  # weights alone too big: refused before minutes of exporting
         self.paths, self.targets = verification_set(cfg, self.meta.class_names)
-        self.ref_logits = collect_logits(self.reference, self.paths, cfg.batch_size)
         self.gates = Gates(cfg.min_agreement, cfg.min_f1_ratio)
         self.results: dict[str, dict[str, Any]] = {}
         self.failed: list[str] = []
+
+    def _step(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.meter.step(name) if self.meter is not None else contextlib.nullcontext()
+
+    def _plan(self, activations: ActivationSize, calibration_images: int | None = None) -> MemoryPlan:
+        cfg = self.cfg
+        return plan_memory(
+            self.param_bytes, activations, cfg.memory_budget_gib, cfg.batch_size,
+            calibration_images or cfg.calibration_images, cfg.int8_method, available_bytes(),
+        )  # fmt: skip
+
+    def _prepare(self, fp32: Path) -> None:
+        """Plan memory from the exported graph, then compute the reference logits and free the torch model."""
+        self.activations = activation_size(fp32)
+        self.plan = self._plan(self.activations)
+        print(self.plan.describe(), file=sys.stderr)
+        with self._step("reference logits (torch)"):
+            assert self.reference is not None
+            self.ref_logits = collect_logits(self.reference, self.paths, self.plan.batch_size)
+        self.reference = None  # every later step reads ONNX: one copy of the weights fewer
+        gc.collect()
 
     def _meta(self, **export: Any) -> ModelMeta:
         meta = ModelMeta.from_dict(self.meta.to_dict(), "checkpoint")
@@ -147,8 +181,8 @@ class Exporter:
 
     def _verify(self, rel: str, engine_name: str, artifact: Path, precision: str) -> dict[str, Any] | None:
         key = record_key(rel, engine_name)
-        with engine_class(engine_name)(artifact, threads=self.cfg.threads) as engine:
-            cand = collect_logits(engine, self.paths, self.cfg.batch_size)
+        with self._step(f"verify {key}"), engine_class(engine_name)(artifact, threads=self.cfg.threads) as engine:
+            cand = collect_logits(engine, self.paths, self.plan.batch_size)
         result = judge(self.ref_logits, cand, self.targets, precision, self.gates)
         self.results[key] = result
         print(summary_line(key, result), file=sys.stderr)
@@ -173,7 +207,8 @@ class Exporter:
 
     def _onnx_target(self, rel: str, engine_name: str, build: Callable[[Path], ModelMeta], work: Path) -> None:
         tmp = work / Path(rel).name
-        meta = build(tmp)
+        with self._step(f"build {rel}"):
+            meta = build(tmp)
         result = self._verify(rel, engine_name, tmp, meta.export["precision"])
         if result is not None:
             meta.export["verification"] = result
@@ -185,11 +220,13 @@ class Exporter:
     def run(self, targets: list[str]) -> None:
         """Build every target; failures are collected in ``self.failed`` (the others still build)."""
         cfg = self.cfg
-        with tempfile.TemporaryDirectory(prefix=".export-", dir=self.model_dir) as tmp_dir:
-            work = Path(tmp_dir)
+        with work_folder(self.model_dir) as work:
             fp32 = work / "fp32.onnx"
-            export_onnx(self.reference.model, self.meta, fp32, cfg.opset, cfg.exporter, cfg.dynamic_hw)
+            assert self.reference is not None
+            with self._step("torch.onnx export"):
+                export_onnx(self.reference.model, self.meta, fp32, cfg.opset, cfg.exporter, cfg.dynamic_hw)
             self.fp32_export = dict(self.meta.export)
+            self._prepare(fp32)
             steps = {
                 "onnx": lambda: self._onnx_target("model.onnx", "onnx", self._copy_fp32(fp32), work),
                 "onnx-int8": lambda: self._onnx_target("model.int8.onnx", "onnx", self._int8(fp32), work),
@@ -207,10 +244,13 @@ class Exporter:
 
     @functools.cached_property
     def calibration_paths(self) -> list[Path]:
-        """The first ``calibration_images`` images of ``calibration_csv`` (read once, shared by every target)."""
-        return labelled_images(self.cfg, self.cfg.calibration_csv, self.cfg.calibration_images, self.meta.class_names)[
-            0
-        ]
+        """The first ``calibration_images`` images of ``calibration_csv``, trimmed to a multiple of the calibration
+        stride (read once, shared by every target); sets ``self.stride``."""
+        cfg = self.cfg
+        found = labelled_images(cfg, cfg.calibration_csv, cfg.calibration_images, self.meta.class_names)[0]
+        plan = self._plan(self.activations, len(found)) if found else self.plan
+        self.stride = plan.stride
+        return found[: plan.calibration_images]
 
     def _copy_fp32(self, fp32: Path) -> Callable[[Path], ModelMeta]:
         def build(out: Path) -> ModelMeta:
@@ -231,6 +271,8 @@ class Exporter:
                 weight_type="int8" if symmetric else self.cfg.int8_weight_type,
                 per_channel=self.cfg.int8_per_channel,
                 symmetric_activations=symmetric,
+                stride=self.stride,
+                batch_size=self.plan.batch_size,
             )
             meta = self._meta(precision="int8", quantization=settings)
             write_onnx_meta(out, meta)
@@ -253,7 +295,8 @@ class Exporter:
         from export.openvino import export_openvino
 
         meta = self._meta(format="openvino", precision="fp32", openvino=ov.get_version().split("-")[0])
-        xml = export_openvino(fp32, work / "openvino" / "model.xml", meta)
+        with self._step("build openvino/model.xml"):
+            xml = export_openvino(fp32, work / "openvino" / "model.xml", meta)
         result = self._verify("openvino/model.xml", "openvino", xml, "fp32")
         if result is not None:
             meta.export["verification"] = result
@@ -283,8 +326,11 @@ class Exporter:
             self._install(tmp, self.model_dir / rel)
 
 
-def export_model(name: str, cfg: ExportConfig, targets: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Export and verify ``artifacts/<name>``; returns the verification results by artifact.
+def export_model(
+    name: str, cfg: ExportConfig, targets: list[str] | None = None, meter: StepMeter | None = None
+) -> dict[str, dict[str, Any]]:
+    """Export and verify ``artifacts/<name>``; returns the verification results by artifact. ``meter`` records
+    the peak memory of each step.
 
     Raises:
         UserError: missing checkpoint or data, or any target failing (after all targets were tried).
@@ -299,7 +345,7 @@ def export_model(name: str, cfg: ExportConfig, targets: list[str] | None = None)
         except UserError as exc:
             early.append(f"trt: {one_line(exc)}")
             targets.remove("trt")
-    exporter = Exporter(name, cfg)
+    exporter = Exporter(name, cfg, meter)
     exporter.failed.extend(early)
     if targets:
         exporter.run(targets)
@@ -336,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "--folds", nargs="?", const=0, type=positive_int, metavar="K",
         help="export every fold model fold<k>/ of the finished k-fold run instead (K: check the fold count)",
     )  # fmt: skip
+    p.add_argument("--memory-report", metavar="FILE", help="write the peak resident memory of every step (JSON)")
     args = p.parse_args(argv)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     cfg = config_from_args(
@@ -346,16 +393,20 @@ def main(argv: list[str] | None = None) -> int:
         folds = fold_dirs(Path(cfg.artifacts) / args.model, args.folds or None)
         names = [f"{args.model}/{p.name}" for p in folds]
     failed = []
+    meter = StepMeter() if args.memory_report else None
     for name in names:  # every fold is tried, as every target is
         if len(names) > 1:
             print(f"== {name}", file=sys.stderr)
         try:
-            export_model(name, cfg)
+            export_model(name, cfg, meter=meter)
         except UserError as exc:
             if len(names) == 1:
                 raise
             print(f"error: {name}: {one_line(exc)}", file=sys.stderr)
             failed.append(name)
+        finally:
+            if meter is not None:
+                meter.write(args.memory_report)
     if failed:
         raise UserError(f"{len(failed)} of {len(names)} fold models did not export cleanly: {', '.join(failed)}")
     return 0

@@ -39,13 +39,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None, source: str) -> torch.nn.Module:
-    """timm ``create_model(meta.architecture, num_classes=K)`` (no download) with ``state_dict`` loaded.
+    """timm ``create_model(meta.architecture, num_classes=K)`` (no download) with ``state_dict`` loaded. A
+    fixed-size backbone (ViT, Swin: timm's ``fixed_input_size``) trained at another size than its default is
+    built with ``img_size`` = the checkpoint's input size (its position embeddings and windows depend on it).
 
     Raises:
         UserError: unknown architecture, or weights that do not fit it.
     """
     try:
         model = timm.create_model(meta.architecture, pretrained=False, num_classes=meta.num_classes)
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        size = tuple(meta.input_size[1:])
+        if cfg.get("fixed_input_size") and tuple(cfg.get("input_size", (0, 0, 0))[1:]) != size:
+            model = timm.create_model(meta.architecture, pretrained=False, num_classes=meta.num_classes, img_size=size)
     except RuntimeError as exc:
         raise UserError(f"{source}: cannot build {meta.architecture!r} ({exc})") from None
     if state_dict is not None:
