@@ -86,7 +86,8 @@ def build_missing(cfg: BenchConfig, model: str) -> None:
     )
     if not targets:
         return
-    from export.export import ExportConfig, export_model
+    from export.config import ExportConfig
+    from export.export import export_model
 
     print(f"bench: building {', '.join(targets)} for {model}", file=sys.stderr)
     try:

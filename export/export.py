@@ -1,4 +1,5 @@
-"""``python -m export --model <name>`` (``make export MODEL=<name> [TARGETS=...] [PRECISION=...]``).
+"""Export one model: ``python -m export --model <name>`` (``make export MODEL=<name> [TARGETS=...]``,
+command line in :mod:`export.cli`).
 
 Builds the requested targets of ``artifacts/<name>/best.pt`` in a private temporary folder, verifies each one
 against the FP32 checkpoint on real validation images (``export.verify``), and only then renames it into
@@ -22,7 +23,6 @@ refused in one line before it starts. A killed export's ``.export-*`` folder is 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import gc
 import shutil
@@ -32,105 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from export.budget import ActivationSize, MemoryPlan, activation_size, available_bytes, plan_memory
+from export.config import ExportConfig
 from export.memory import StepMeter
-from export.onnx import EXPORTERS, export_onnx, write_onnx_meta
-from export.quantize import CALIBRATION_METHODS, QUANT_TYPES, convert_fp16, quantize_int8
-from export.verify import Gates, collect_logits, judge, summary_line, update_record
+from export.onnx import export_onnx, write_onnx_meta
+from export.quantize import convert_fp16, quantize_int8
+from export.verify import Gates, Reference, Verifier, collect_logits, labelled_set, record_key, update_record
 from export.workdir import work_folder
-from runtime.artifacts import ARTIFACT_FILES, file_sha256, fold_dirs
-from runtime.config import add_set_argument, load_config, parse_overrides
-from runtime.dataset import encode_labels, image_dir_for, image_paths, read_csv, require_dir
-from runtime.engines import engine_class
+from runtime.artifacts import ARTIFACT_FILES, file_sha256
 from runtime.engines.pytorch import TorchEngine
-from runtime.errors import ArgumentParser, UserError, description, one_line, positive_int, run_cli
+from runtime.errors import UserError, one_line
 from runtime.metadata import ModelMeta
-
-TARGETS = ("onnx", "onnx-int8", "onnx-fp16", "openvino", "trt")
-
-
-@dataclasses.dataclass
-class ExportConfig:
-    """Keys of ``configs/export.yaml``."""
-
-    targets: list[str] = dataclasses.field(default_factory=lambda: ["onnx", "onnx-int8", "onnx-fp16", "openvino"])
-    opset: int = 18
-    exporter: str = "dynamo"
-    dynamic_hw: bool = False
-    data: str = "data/elpv"
-    verify_csv: str = "valid_.csv"
-    verify_images: int = 256
-    calibration_csv: str = "train_.csv"
-    calibration_images: int = 256
-    int8_method: str = "minmax"
-    int8_activation_type: str = "uint8"
-    int8_weight_type: str = "int8"
-    int8_per_channel: bool = True
-    trt_precision: str = "fp16"
-    trt_batch: list[int] = dataclasses.field(default_factory=lambda: [1, 32, 64])
-    trt_workspace_mib: int = 4096
-    trt_timing_cache: str | None = "artifacts/trt_timing.cache"
-    min_agreement: float = 0.999
-    min_f1_ratio: float = 0.99
-    allow_degraded: bool = False
-    batch_size: int = 32
-    memory_budget_gib: float = 5.0
-    threads: int | None = None
-    artifacts: str = "artifacts"
-
-    def validate(self, source: str) -> None:
-        """Raises UserError naming a bad key."""
-        bad = [t for t in self.targets if t not in TARGETS]
-        checks = [
-            ("targets", not bad and bool(self.targets), f"must list targets from {TARGETS}"),
-            ("exporter", self.exporter in EXPORTERS, f"must be one of {EXPORTERS}"),
-            ("int8_method", self.int8_method in CALIBRATION_METHODS, f"must be one of {tuple(CALIBRATION_METHODS)}"),
-            ("int8_activation_type", self.int8_activation_type in QUANT_TYPES, f"must be one of {tuple(QUANT_TYPES)}"),
-            ("int8_weight_type", self.int8_weight_type in QUANT_TYPES, f"must be one of {tuple(QUANT_TYPES)}"),
-            ("trt_precision", self.trt_precision in ("fp32", "fp16", "int8"), "must be fp32, fp16 or int8"),
-            ("trt_batch", len(self.trt_batch) == 3 and 1 <= self.trt_batch[0] <= self.trt_batch[1] <= self.trt_batch[2],
-             "must be [min, opt, max] with 1 <= min <= opt <= max"),
-            ("verify_images", self.verify_images >= 1, "must be >= 1"),
-            ("calibration_images", self.calibration_images >= 1, "must be >= 1"),
-            ("min_agreement", 0 < self.min_agreement <= 1, "must be in (0, 1]"),
-            ("min_f1_ratio", 0 < self.min_f1_ratio <= 1, "must be in (0, 1]"),
-            ("batch_size", self.batch_size >= 1, "must be >= 1"),
-            ("memory_budget_gib", self.memory_budget_gib > 0, "must be > 0"),
-            ("opset", self.opset >= 17, "must be >= 17"),
-        ]  # fmt: skip
-        for key, ok, why in checks:
-            if not ok:
-                raise UserError(f"{source}: key {key!r} {why} (got {getattr(self, key)!r})")
-
-
-def labelled_images(
-    cfg: ExportConfig, csv_name: str, limit: int, class_names: list[str]
-) -> tuple[list[Path], list[int]]:
-    """The first ``limit`` images of ``<data>/<csv_name>`` and their class indices."""
-    data = require_dir(cfg.data)
-    df = read_csv(data / csv_name, require_label=True).head(limit)
-    paths = image_paths(require_dir(image_dir_for(data, csv_name), "image folder"), df["image_id"].tolist())
-    return paths, encode_labels(df["label"].tolist(), class_names, str(data / csv_name))
-
-
-def verification_set(cfg: ExportConfig, class_names: list[str]) -> tuple[list[Path], list[int]]:
-    """Labelled validation images used by every gate (``verify_csv``, first ``verify_images``)."""
-    return labelled_images(cfg, cfg.verify_csv, cfg.verify_images, class_names)
-
-
-def record_key(rel: str, engine: str) -> str:
-    """``verify.json`` key of an artifact checked with ``engine``: the file name for the engine the file is made
-    for (the first one listed in ``ARTIFACT_FILES``), ``"<file> (<engine>)"`` for another engine reading it."""
-    primary = next(e for (e, _), r in ARTIFACT_FILES.items() if r == rel)
-    return rel if engine == primary else f"{rel} ({engine})"
-
-
-def installed_artifacts(model_dir: Path) -> list[tuple[str, str, str]]:
-    """(relative file, engine, precision) for every exported artifact x engine that reads it in ``model_dir``."""
-    return [
-        (rel, engine, precision)
-        for (engine, precision), rel in ARTIFACT_FILES.items()
-        if engine != "torch" and (model_dir / rel).is_file()
-    ]
 
 
 class Exporter:
@@ -148,7 +59,7 @@ class Exporter:
         self.meta.checkpoint_sha256 = file_sha256(checkpoint)
         self.param_bytes = sum(p.numel() * p.element_size() for p in self.reference.model.parameters())
         self._plan(ActivationSize(0, 0))  # weights alone too big: refused before minutes of exporting
-        self.paths, self.targets = verification_set(cfg, self.meta.class_names)
+        self.paths, self.targets = labelled_set(cfg, cfg.verify_csv, cfg.verify_images, self.meta.class_names)
         self.gates = Gates(cfg.min_agreement, cfg.min_f1_ratio)
         self.results: dict[str, dict[str, Any]] = {}
         self.failed: list[str] = []
@@ -170,7 +81,9 @@ class Exporter:
         print(self.plan.describe(), file=sys.stderr)
         with self._step("reference logits (torch)"):
             assert self.reference is not None
-            self.ref_logits = collect_logits(self.reference, self.paths, self.plan.batch_size)
+            logits = collect_logits(self.reference, self.paths, self.plan.batch_size)
+        self.verifier = Verifier(Reference(self.paths, self.targets, logits), self.gates, self.plan.batch_size,
+                                 self.cfg.threads)  # fmt: skip
         self.reference = None  # every later step reads ONNX: one copy of the weights fewer
         gc.collect()
 
@@ -181,11 +94,9 @@ class Exporter:
 
     def _verify(self, rel: str, engine_name: str, artifact: Path, precision: str) -> dict[str, Any] | None:
         key = record_key(rel, engine_name)
-        with self._step(f"verify {key}"), engine_class(engine_name)(artifact, threads=self.cfg.threads) as engine:
-            cand = collect_logits(engine, self.paths, self.plan.batch_size)
-        result = judge(self.ref_logits, cand, self.targets, precision, self.gates)
+        with self._step(f"verify {key}"):
+            result = self.verifier.check(artifact, engine_name, precision, key)
         self.results[key] = result
-        print(summary_line(key, result), file=sys.stderr)
         if result["passed"]:
             return result
         if key != rel:  # another engine reading the file: recorded (the bench marks that cell), not fatal
@@ -247,7 +158,7 @@ class Exporter:
         """The first ``calibration_images`` images of ``calibration_csv``, trimmed to a multiple of the calibration
         stride (read once, shared by every target); sets ``self.stride``."""
         cfg = self.cfg
-        found = labelled_images(cfg, cfg.calibration_csv, cfg.calibration_images, self.meta.class_names)[0]
+        found = labelled_set(cfg, cfg.calibration_csv, cfg.calibration_images, self.meta.class_names)[0]
         plan = self._plan(self.activations, len(found)) if found else self.plan
         self.stride = plan.stride
         return found[: plan.calibration_images]
@@ -304,7 +215,7 @@ class Exporter:
             self._install(final.parent, self.model_dir / "openvino")
 
     def _trt(self, fp32: Path, work: Path) -> None:
-        from export.tensorrt import build_engine, require_tensorrt
+        from export.tensorrt import build_engine, record_verification, require_tensorrt
         from runtime.engines.trt_checks import sidecar_path
 
         require_tensorrt()
@@ -322,6 +233,7 @@ class Exporter:
         )  # fmt: skip
         result = self._verify(rel, "trt", tmp, precision)
         if result is not None:
+            record_verification(tmp, result)  # read by the runtime's degraded-artifact warning, as for ONNX
             self._install(sidecar_path(tmp), sidecar_path(self.model_dir / rel))
             self._install(tmp, self.model_dir / rel)
 
@@ -352,65 +264,3 @@ def export_model(
     if exporter.failed:
         raise UserError("; ".join(exporter.failed))
     return exporter.results
-
-
-def add_common_args(p: ArgumentParser) -> None:
-    """``--model``, ``--data``, ``--config`` and ``--set``, shared by ``export`` and ``export.verify``."""
-    p.add_argument("--model", required=True, help="model name: artifacts/<model>/best.pt is the reference")
-    p.add_argument("--data", help="dataset folder with the verification CSV (overrides the config)")
-    p.add_argument("--config", default="configs/export.yaml", help="YAML config (default: configs/export.yaml)")
-    add_set_argument(p)
-
-
-def config_from_args(args: Any, **overrides: Any) -> ExportConfig:
-    """The export config from ``--config``, ``--set``, ``--data`` and the given ``overrides``."""
-    values = parse_overrides(args.set)
-    if args.data:
-        values["data"] = args.data
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return load_config(ExportConfig, args.config, values)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m export``."""
-    p = ArgumentParser(prog="python -m export", description=description(__doc__))
-    add_common_args(p)
-    p.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGETS)} (overrides the config)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="TensorRT precision (overrides trt_precision)")
-    p.add_argument("--allow-degraded", action="store_true", help="install artifacts that fail their gate")
-    p.add_argument(
-        "--folds", nargs="?", const=0, type=positive_int, metavar="K",
-        help="export every fold model fold<k>/ of the finished k-fold run instead (K: check the fold count)",
-    )  # fmt: skip
-    p.add_argument("--memory-report", metavar="FILE", help="write the peak resident memory of every step (JSON)")
-    args = p.parse_args(argv)
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
-    cfg = config_from_args(
-        args, targets=targets, trt_precision=args.precision, allow_degraded=True if args.allow_degraded else None
-    )
-    names = [args.model]
-    if args.folds is not None:
-        folds = fold_dirs(Path(cfg.artifacts) / args.model, args.folds or None)
-        names = [f"{args.model}/{p.name}" for p in folds]
-    failed = []
-    meter = StepMeter() if args.memory_report else None
-    for name in names:  # every fold is tried, as every target is
-        if len(names) > 1:
-            print(f"== {name}", file=sys.stderr)
-        try:
-            export_model(name, cfg, meter=meter)
-        except UserError as exc:
-            if len(names) == 1:
-                raise
-            print(f"error: {name}: {one_line(exc)}", file=sys.stderr)
-            failed.append(name)
-        finally:
-            if meter is not None:
-                meter.write(args.memory_report)
-    if failed:
-        raise UserError(f"{len(failed)} of {len(names)} fold models did not export cleanly: {', '.join(failed)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from runtime.atomic import atomic_path, write_text
 from runtime.engines.trt_checks import (
@@ -164,3 +165,12 @@ def build_engine(
         tmp.write_bytes(bytes(serialized))
     write_text(sidecar_path(out_engine), json.dumps(sidecar.to_dict(), indent=2) + "\n")
     return export_fields
+
+
+def record_verification(engine_path: Path, result: dict[str, Any]) -> None:
+    """Store a verification result in the engine's sidecar (``export.verification``, as ONNX artifacts carry it
+    in their metadata), so the runtime warns about an engine installed despite failing its gate."""
+    path = sidecar_path(engine_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("export", {})["verification"] = result
+    write_text(path, json.dumps(data, indent=2) + "\n")

@@ -21,6 +21,18 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
     return Path(f"{engine_path}.json")
 
 
+def read_sidecar(engine_path: str | os.PathLike) -> ModelMeta:
+    """The artifact contract stored beside an engine.
+
+    Raises:
+        UserError: the sidecar is missing or invalid.
+    """
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise UserError(f"{path}: sidecar not found; an engine is only usable with its sidecar (re-export it)")
+    return ModelMeta.from_json(path.read_text(encoding="utf-8"), str(path))
+
+
 def trt_major(version: str) -> int:
     """Major version of a TensorRT version string (``"11.0.1"`` -> 11).
 

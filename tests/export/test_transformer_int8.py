@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 from conftest import ROOT
 
-from export.export import main as export_main
+from export.cli import main as export_main
 from export.quantize import INT8_FLOAT_OPS
 from runtime.errors import run_cli
 from runtime.metadata import ONNX_META_KEY
