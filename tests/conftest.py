@@ -64,7 +64,7 @@ def tiny_model(elpv_small: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     """
     from export.cli import main as export_main
     from runtime.errors import run_cli
-    from train.train import main as train_main
+    from train.cli import main as train_main
 
     work = tmp_path_factory.mktemp("work")
     config = work / "tiny.yaml"

@@ -37,6 +37,7 @@ from runtime.dataset import image_dir_for, image_paths, read_class_map, read_csv
 from runtime.errors import UserError
 from runtime.metrics import f1_micro_macro
 from train.config import TrainConfig
+from train.train import train
 
 #: per-fold record of how the fold was made (compared on --resume)
 FOLD_RECORD = "fold.json"
@@ -201,7 +202,6 @@ def cross_validate(
     Raises:
         UserError: bad ``folds`` for the data, or any error of :func:`train.train.train`.
     """
-    from train.train import train
 
     df, fold_of = prepare_folds(name, cfg, folds, csv_name)
     parts = []

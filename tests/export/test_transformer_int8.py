@@ -13,7 +13,7 @@ from export.cli import main as export_main
 from export.quantize import INT8_FLOAT_OPS
 from runtime.errors import run_cli
 from runtime.metadata import ONNX_META_KEY
-from train.train import main as train_main
+from train.cli import main as train_main
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:

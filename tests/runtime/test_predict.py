@@ -249,7 +249,7 @@ def test_tta(tiny_model: dict[str, Path], tmp_path: Path) -> None:
 def second_model(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another backbone at another input size (test_efficientnet, 48 px), exported to ONNX."""
     from export.cli import main as export_main
-    from train.train import main as train_main
+    from train.cli import main as train_main
 
     work = tmp_path_factory.mktemp("second")
     cfg = work / "second.yaml"
