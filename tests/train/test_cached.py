@@ -13,11 +13,11 @@ from conftest import assert_one_line_error, run_module
 from runtime.errors import UserError
 from runtime.errors import run_cli as run
 from runtime.metadata import ModelMeta
+from train.builders import load_splits
 from train.cli import main as train_main
 from train.config import TrainConfig
 from train.data import ImageDataset, make_loader, valid_transform
 from train.loop import evaluate
-from train.train import load_splits
 
 CACHED = {"freeze_backbone": True, "cache_features": True, "hflip": 0.0, "vflip": 0.0, "color_jitter": 0.0,
           "train_scale": [1.0, 1.0]}  # fmt: skip
