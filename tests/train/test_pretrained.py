@@ -132,3 +132,15 @@ def test_full_fine_tuning_moves_the_pretrained_backbone(lite0_weights: Path) -> 
     _step(model, list(model.parameters()), frozen_bn=False)
     assert not torch.equal(model.conv_stem.weight, source["conv_stem.weight"])
     assert not torch.equal(model.bn2.running_mean, source["bn2.running_mean"])
+
+
+def test_lite0_configs_record_the_weights_normalisation(lite0_weights: Path) -> None:
+    from train.config import load_train_config
+    from train.model import make_meta
+
+    for name in ("efficientnet_lite0", "efficientnet_lite0_ft"):
+        _, cfg = load_train_config(name, {"pretrained_path": str(lite0_weights)})
+        meta = make_meta(create_model(cfg, 4), cfg, ["a", "b", "c", "d"])
+        assert cfg.architecture == TARGET_ARCH
+        assert meta.mean == (0.5, 0.5, 0.5) and meta.std == (0.5, 0.5, 0.5)
+    assert cfg.freeze_backbone is False  # the fine-tuning config trains every layer
