@@ -121,6 +121,7 @@ class Chain:
     valid_per_class: int = 1
     predict_and_bench: bool = False
     one_process: bool = False
+    reuse_checkpoints: bool = False
 
     @property
     def artifacts(self) -> Path:
@@ -137,6 +138,8 @@ class Chain:
             "--set", "batch_size=8",
         )  # fmt: skip
         log = self.out / "logs" / f"{model}.train.log"
+        if self.reuse_checkpoints and (self.artifacts / model / "best.pt").is_file():
+            return Row(model, "train (reused)", 0, 0.0, 0.0, _size_mib(self.artifacts / model / "best.pt"))
         rc, wall, peak = run_child(cmd, log)
         size = _size_mib(self.artifacts / model / "best.pt")
         return Row(model, "train", rc, wall, peak, size, "" if rc == 0 else _last_error(log), str(log))
@@ -282,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "--one-process", action="store_true",
         help="export all targets in one process (one FP32 export; per-target rows from its per-step memory report)",
     )  # fmt: skip
+    p.add_argument("--reuse-checkpoints", action="store_true", help="keep a best.pt already in --out (no training)")
     args = p.parse_args(argv)
     out = Path(args.out)
     targets = [t for t in args.targets.split(",") if t]
@@ -291,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     chain = Chain(
         data, out, targets, args.verify_images, args.calibration_images,
         predict_and_bench=args.predict_bench, one_process=args.one_process,
+        reuse_checkpoints=args.reuse_checkpoints,
     )  # fmt: skip
     train_csv, valid_csv = tiny_subset(data, out, chain.train_per_class, chain.valid_per_class)
     rows: list[Row] = []
