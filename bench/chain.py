@@ -102,7 +102,7 @@ def tiny_subset(data: Path, out: Path, train_per_class: int, valid_per_class: in
         if not source.is_file():
             raise UserError(f"{source}: not found; split the dataset first (make split DATA={data})")
         df = pd.read_csv(source, dtype=str)
-        path = out / f"chain_{name}.csv"
+        path = (out / f"chain_{name}.csv").resolve()  # train reads a relative CSV name inside the dataset
         write_text(path, df.groupby("label", sort=False).head(n).to_csv(index=False))
         paths.append(path)
     return paths[0], paths[1]
@@ -120,6 +120,8 @@ class Chain:
     train_per_class: int = 2
     valid_per_class: int = 1
     predict_and_bench: bool = False
+    one_process: bool = False
+    reuse_checkpoints: bool = False
 
     @property
     def artifacts(self) -> Path:
@@ -136,19 +138,25 @@ class Chain:
             "--set", "batch_size=8",
         )  # fmt: skip
         log = self.out / "logs" / f"{model}.train.log"
+        if self.reuse_checkpoints and (self.artifacts / model / "best.pt").is_file():
+            return Row(model, "train (reused)", 0, 0.0, 0.0, _size_mib(self.artifacts / model / "best.pt"))
         rc, wall, peak = run_child(cmd, log)
-        return Row(model, "train", rc, wall, peak, _size_mib(self.artifacts / model / "best.pt"), log=str(log))
+        size = _size_mib(self.artifacts / model / "best.pt")
+        return Row(model, "train", rc, wall, peak, size, "" if rc == 0 else _last_error(log), str(log))
 
     def export(self, model: str, target: str) -> Row:
-        report = self.out / "memory" / f"{model}.{target}.json"
+        """Export ``target`` (or every target, comma-separated) in one child process."""
+        report = self.out / "memory" / f"{model}.{target.replace(',', '+')}.json"
         report.parent.mkdir(parents=True, exist_ok=True)
         cmd = self._py(
             "-m", "export", "--model", model, "--data", str(self.data), "--targets", target,
             "--set", f"artifacts={self.artifacts}", "--set", f"verify_images={self.verify_images}",
             "--set", f"calibration_images={self.calibration_images}", "--memory-report", str(report),
         )  # fmt: skip
-        log = self.out / "logs" / f"{model}.{target}.log"
+        log = self.out / "logs" / f"{model}.{target.replace(',', '+')}.log"
         rc, wall, peak = run_child(cmd, log)
+        if "," in target:
+            return Row(model, "export (all targets)", rc, wall, peak, verify="" if rc == 0 else _last_error(log))
         with contextlib.suppress(OSError, ValueError, KeyError):  # resetting per-step peaks lowers ru_maxrss
             peak = max(peak, json.loads(report.read_text())["peak_rss_mib"])
         model_dir = self.artifacts / model
@@ -189,13 +197,41 @@ def run_model(chain: Chain, model: str, train_csv: Path, valid_csv: Path) -> lis
     print(_row_line(rows[-1]), file=sys.stderr)
     if rows[-1].rc != 0:
         return rows
-    for target in chain.targets:
+    if chain.one_process:
+        rows.append(chain.export(model, ",".join(chain.targets)))
+        rows.extend(split_targets(chain, model, rows[-1]))
+        for row in rows[-len(chain.targets) - 1 :]:
+            print(_row_line(row), file=sys.stderr)
+    for target in [] if chain.one_process else chain.targets:
         rows.append(chain.export(model, target))
         print(_row_line(rows[-1]), file=sys.stderr)
     if chain.predict_and_bench:
         rows.extend(chain.predict_bench(model))
         for row in rows[-2:]:
             print(_row_line(row), file=sys.stderr)
+    return rows
+
+
+def split_targets(chain: Chain, model: str, whole: Row) -> list[Row]:
+    """Per-target rows of a one-process export, from its memory report: the seconds and the peak of the steps
+    that built and verified each target (the shared steps, loading, the FP32 export and the reference logits,
+    stay on the ``export (all targets)`` row, whose peak is the process's)."""
+    report = chain.out / "memory" / f"{model}.{'+'.join(chain.targets)}.json"
+    try:
+        steps = json.loads(report.read_text())["steps"]
+    except (OSError, ValueError, KeyError):
+        return []
+    model_dir = chain.artifacts / model
+    rows = []
+    for target in chain.targets:
+        files = [TARGET_FILES[target], *VERIFY_KEYS[target]]
+        mine = [s for s in steps if any(s["step"].endswith(f) or s["step"].endswith(f"{f}/model.xml") for f in files)]
+        if not mine:
+            continue
+        wall = sum(s["seconds"] for s in mine)
+        peak = max(s["peak_rss_mib"] for s in mine)
+        size = _size_mib(model_dir / TARGET_FILES[target])
+        rows.append(Row(model, target, whole.rc, wall, peak, size, _verdict(model_dir, target), whole.log))
     return rows
 
 
@@ -245,13 +281,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify-images", type=int, default=64, help="validation images each artifact is checked on")
     p.add_argument("--calibration-images", type=int, default=256, help="INT8 calibration images (default 256)")
     p.add_argument("--predict-bench", action="store_true", help="also predict test.csv and bench each model")
+    p.add_argument(
+        "--one-process", action="store_true",
+        help="export all targets in one process (one FP32 export; per-target rows from its per-step memory report)",
+    )  # fmt: skip
+    p.add_argument("--reuse-checkpoints", action="store_true", help="keep a best.pt already in --out (no training)")
     args = p.parse_args(argv)
     out = Path(args.out)
     targets = [t for t in args.targets.split(",") if t]
     if bad := [t for t in targets if t not in CPU_TARGETS]:
         raise UserError(f"--targets: {', '.join(bad)} not among the CPU targets {', '.join(CPU_TARGETS)}")
     data = _dataset(args.data, out)
-    chain = Chain(data, out, targets, args.verify_images, args.calibration_images, predict_and_bench=args.predict_bench)
+    chain = Chain(
+        data, out, targets, args.verify_images, args.calibration_images,
+        predict_and_bench=args.predict_bench, one_process=args.one_process,
+        reuse_checkpoints=args.reuse_checkpoints,
+    )  # fmt: skip
     train_csv, valid_csv = tiny_subset(data, out, chain.train_per_class, chain.valid_per_class)
     rows: list[Row] = []
     for model in [m for m in args.models.split(",") if m]:

@@ -20,7 +20,7 @@ from runtime.metadata import ONNX_META_KEY, ModelMeta
 
 
 def test_plan_fits_the_budget_and_strides_divide_the_images() -> None:
-    acts = ActivationSize(total=800 * 2**20, largest=4 * 2**20)  # forward working set: 100 MiB per image
+    acts = ActivationSize(total=800 * 2**20, largest=4 * 2**20)  # forward working set: a quarter, 200 MiB per image
     plan = plan_memory(200 * 2**20, acts, budget_gib=2.0, max_batch=32, calibration_images=256)
     room = 2 * GIB - WEIGHT_COPIES * 200 * 2**20
     assert plan.batch_size == room // acts.forward < 32
