@@ -118,9 +118,10 @@ test-slow: $(STAMP)  ## only the tests marked slow (the chain for every shipped 
 test: $(STAMP)  ## run the test suite (CPU) without the tests marked slow (ARGS="-m slow": only those)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-lint: $(STAMP)  ## ruff check and ruff format --check
+lint: $(STAMP)  ## ruff check, ruff format --check and the import contracts (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## apply ruff format and safe fixes
 	$(VENV)/bin/ruff check --fix .
