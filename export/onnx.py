@@ -16,6 +16,7 @@ import onnx
 import timm
 import torch
 
+from runtime.engines.pytorch import fixed_input_size
 from runtime.errors import UserError
 from runtime.metadata import ONNX_META_KEY, ModelMeta
 
@@ -61,7 +62,7 @@ def export_onnx(
         raise UserError(f"opset {opset} < {MIN_OPSET}: LayerNorm would not export as LayerNormalization")
     if exporter not in EXPORTERS:
         raise UserError(f"unknown exporter {exporter!r} (choose from {', '.join(EXPORTERS)})")
-    if dynamic_hw and getattr(model, "pretrained_cfg", {}).get("fixed_input_size", False):
+    if dynamic_hw and fixed_input_size(meta.architecture):
         raise UserError(
             f"{meta.architecture} has a fixed input size (window/position embeddings): dynamic H/W would run at "
             f"{meta.input_size[1]}x{meta.input_size[2]} only and fail at other sizes (timm#1844); "

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime.artifacts import PRECISIONS
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
 
@@ -71,7 +72,7 @@ def build_plan(major: int, precision: str) -> BuildPlan:
     Raises:
         UserError: unknown precision or a TensorRT older than 10.
     """
-    if precision not in ("fp32", "fp16", "int8"):
+    if precision not in PRECISIONS:
         raise UserError(f"unknown TensorRT precision {precision!r} (fp32, fp16 or int8)")
     if major < 10:
         raise UserError(f"TensorRT {major}.x is not supported: install TensorRT 10 or 11 (the 'gpu' extra)")
