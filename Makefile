@@ -103,7 +103,7 @@ microbench: $(STAMP)  ## pytest-benchmark timings of each CPU engine's forward p
 memory: $(STAMP)  ## peak RSS of runtime.predict at 2,000 vs 20,000 images (MODEL, ENGINE)
 	$(PY) -m bench.memory --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) $(ARGS)
 
-gpu-data: $(STAMP)  ## CPU machine: data/gpucheck for gpu-check (400 ELPV images, Lite0 weights, CPU reference F1)
+gpu-data: $(STAMP) weights  ## CPU machine: data/gpucheck for gpu-check (400 ELPV images, Lite0 weights, CPU reference F1)
 	$(PY) -m bench.gpucheck.data $(ARGS)
 
 gpu-check:  ## GPU machine: the GPU verification kit (installs nothing) [GPU_OUT=dir for the summary] [ARGS=--plan]
