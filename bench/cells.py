@@ -21,15 +21,6 @@ from runtime.members import Member, fold_models, read_ensemble
 #: forward passes per image for each TTA mode
 TTA_VIEWS = {"none": 1, "hflip": 2, "hflip+vflip": 3, "five-crop": 5}
 
-#: (engine, precision) -> export target that builds its artifact
-EXPORT_TARGETS = {
-    ("onnx", "fp32"): "onnx",
-    ("onnx", "int8"): "onnx-int8",
-    ("onnx", "fp16"): "onnx-fp16",
-    ("openvino", "fp32"): "openvino",
-    ("openvino", "int8"): "onnx-int8",
-}
-
 
 @dataclasses.dataclass
 class Cell:
@@ -41,15 +32,14 @@ class Cell:
     members: list[Member]
     group: str | None = None  # backbone whose torch FP32 cell is the reference (ensembles); default: backbone
     error: str | None = None  # why the cell cannot be set up (recorded as skipped)
-    row: BenchRow = None  # type: ignore[assignment]  # made in __post_init__
+    row: BenchRow = dataclasses.field(init=False)  # made in __post_init__ (also by dataclasses.replace)
     probs: np.ndarray | None = None
     process: CellProcess | None = None
     timings: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.row is None:
-            spec = self.spec
-            self.row = BenchRow(self.backbone, spec.label, spec.engine, spec.precision, spec.tta, self.batch_size)
+        spec = self.spec
+        self.row = BenchRow(self.backbone, spec.label, spec.engine, spec.precision, spec.tta, self.batch_size)
 
 
 def held_out(cfg: BenchConfig) -> tuple[list[Path], list[str]]:
@@ -72,22 +62,19 @@ def build_missing(cfg: BenchConfig, model: str) -> None:
     """Export the artifacts that ``cfg.engines`` need for ``model`` and that do not exist (``build_missing``).
     A failed export is printed; its cells are then recorded as skipped."""
     folder = Path(cfg.artifacts) / model
+    from export.config import ExportConfig, target_for
+    from export.export import export_model
+
     targets = sorted(
         {
-            EXPORT_TARGETS[(s.engine, s.precision)]
+            target
             for s in cfg.cells
-            if (s.engine, s.precision) in EXPORT_TARGETS and not artifact_file(folder, s.engine, s.precision).exists()
+            if (target := target_for(s.engine, s.precision)) is not None
+            and not artifact_file(folder, s.engine, s.precision).exists()
         }
-    )
-    targets += (
-        ["trt"]
-        if any(s.engine == "trt" and not artifact_file(folder, "trt", s.precision).exists() for s in cfg.cells)
-        else []
     )
     if not targets:
         return
-    from export.config import ExportConfig
-    from export.export import export_model
 
     print(f"bench: building {', '.join(targets)} for {model}", file=sys.stderr)
     try:
@@ -109,7 +96,7 @@ def plan(cfg: BenchConfig) -> list[Cell]:
             cells += [Cell(model, spec, bs, [spec.member(str(Path(cfg.artifacts) / model))]) for bs in cfg.batch_sizes]
     for entry in cfg.ensembles:
         template = ensemble_cell(cfg, entry)
-        cells += [dataclasses.replace(template, batch_size=bs, row=None, timings={}) for bs in cfg.batch_sizes]
+        cells += [dataclasses.replace(template, batch_size=bs, timings={}) for bs in cfg.batch_sizes]
     return cells
 
 

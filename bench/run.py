@@ -109,8 +109,8 @@ def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]]) -> N
     row.notes = f"noisy timing: CV {engine['cv']:.1%} > {cfg.cv_warn:.0%}" if engine["cv"] > cfg.cv_warn else ""
 
 
-def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    """Run the whole matrix.
+def run_bench(cfg: BenchConfig, held: tuple[list[Path], list[str]] | None = None) -> dict[str, Any]:
+    """Run the whole matrix on the held-out set ``held`` (image paths, labels; default :func:`held_out`).
 
     Returns:
         ``{"environment", "config", "matmul_peak_gflops", "rows", "summary", "best"}``: ``rows`` are
@@ -119,7 +119,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     Raises:
         UserError: missing dataset or label files, no trained model, a broken ensemble file.
     """
-    paths, targets = held_out(cfg)
+    paths, targets = held or held_out(cfg)
     cells = plan(cfg)
     env = environment()
     peaks = [matmul_peak_gflops(threads=cfg.threads)] if cfg.matmul_peak else []
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     fingerprint = held_out_fingerprint(read_csv(Path(cfg.data) / cfg.csv)["image_id"].tolist(), targets)
     if baseline is not None:
         check_same_held_out(baseline, fingerprint, len(paths), args.baseline)
-    results = run_bench(cfg)
+    results = run_bench(cfg, (paths, targets))
     results["held_out"] = {"images": len(paths), "sha256": fingerprint}
     rows = results["rows"]
     if all(r.status.startswith(("skipped", "failed:")) for r in rows):

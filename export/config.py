@@ -8,11 +8,33 @@ from typing import Any
 
 from export.onnx import EXPORTERS
 from export.quantize import CALIBRATION_METHODS, QUANT_TYPES
-from runtime.artifacts import PRECISIONS
+from runtime.artifacts import ARTIFACT_FILES, PRECISIONS
 from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.errors import ArgumentParser, UserError
 
-TARGETS = ("onnx", "onnx-int8", "onnx-fp16", "openvino", "trt")
+#: export target -> (engine, precision) of the artifact it installs (the file: ``runtime.artifacts.ARTIFACT_FILES``);
+#: ``trt`` builds ``model.<trt_precision>.engine``
+TARGET_ARTIFACTS: dict[str, tuple[str, str]] = {
+    "onnx": ("onnx", "fp32"),
+    "onnx-int8": ("onnx", "int8"),
+    "onnx-fp16": ("onnx", "fp16"),
+    "openvino": ("openvino", "fp32"),
+}
+TARGETS = (*TARGET_ARTIFACTS, "trt")
+
+
+def target_file(target: str) -> str:
+    """The file (relative to the model folder) an ONNX/OpenVINO target installs, e.g. ``model.int8.onnx``."""
+    return ARTIFACT_FILES[TARGET_ARTIFACTS[target]]
+
+
+def target_for(engine: str, precision: str) -> str | None:
+    """The export target that builds the artifact ``engine`` reads at ``precision`` (``openvino`` int8 reads the
+    QDQ ONNX of ``onnx-int8``); ``None`` for a pair without an artifact."""
+    if engine == "trt":
+        return "trt" if precision in PRECISIONS else None
+    rel = ARTIFACT_FILES.get((engine, precision))
+    return next((t for t in TARGET_ARTIFACTS if target_file(t) == rel), None)
 
 
 @dataclasses.dataclass

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from export.budget import ActivationSize, MemoryPlan, activation_size, available_bytes, plan_memory
-from export.config import ExportConfig
+from export.config import ExportConfig, target_file
 from export.memory import StepMeter
 from export.onnx import export_onnx, write_onnx_meta
 from export.quantize import convert_fp16, quantize_int8
-from export.verify import Gates, Reference, Verifier, collect_logits, labelled_set, record_key, update_record
+from export.verify import Gates, Reference, Verifier, record_key, update_record
 from export.workdir import work_folder
 from runtime.artifacts import ARTIFACT_FILES, file_sha256
+from runtime.dataset import labelled_indices
 from runtime.engines.pytorch import TorchEngine
 from runtime.errors import UserError, one_line
 from runtime.metadata import ModelMeta
@@ -59,7 +60,7 @@ class Exporter:
         self.meta.checkpoint_sha256 = file_sha256(checkpoint)
         self.param_bytes = sum(p.numel() * p.element_size() for p in self.reference.model.parameters())
         self._plan(ActivationSize(0, 0))  # weights alone too big: refused before minutes of exporting
-        self.paths, self.targets = labelled_set(cfg, cfg.verify_csv, cfg.verify_images, self.meta.class_names)
+        self.paths, self.targets = labelled_indices(cfg.data, cfg.verify_csv, self.meta.class_names, cfg.verify_images)
         self.gates = Gates(cfg.min_agreement, cfg.min_f1_ratio)
         self.results: dict[str, dict[str, Any]] = {}
         self.failed: list[str] = []
@@ -81,9 +82,8 @@ class Exporter:
         print(self.plan.describe(), file=sys.stderr)
         with self._step("reference logits (torch)"):
             assert self.reference is not None
-            logits = collect_logits(self.reference, self.paths, self.plan.batch_size)
-        self.verifier = Verifier(Reference(self.paths, self.targets, logits), self.gates, self.plan.batch_size,
-                                 self.cfg.threads)  # fmt: skip
+            reference = Reference.of(self.reference, self.paths, self.targets, self.plan.batch_size)
+        self.verifier = Verifier(reference, self.gates, self.plan.batch_size, self.cfg.threads)
         self.reference = None  # every later step reads ONNX: one copy of the weights fewer
         gc.collect()
 
@@ -139,9 +139,9 @@ class Exporter:
             self.fp32_export = dict(self.meta.export)
             self._prepare(fp32)
             steps = {
-                "onnx": lambda: self._onnx_target("model.onnx", "onnx", self._copy_fp32(fp32), work),
-                "onnx-int8": lambda: self._onnx_target("model.int8.onnx", "onnx", self._int8(fp32), work),
-                "onnx-fp16": lambda: self._onnx_target("model.fp16.onnx", "onnx", self._fp16(fp32), work),
+                "onnx": lambda: self._onnx_target(target_file("onnx"), "onnx", self._copy_fp32(fp32), work),
+                "onnx-int8": lambda: self._onnx_target(target_file("onnx-int8"), "onnx", self._int8(fp32), work),
+                "onnx-fp16": lambda: self._onnx_target(target_file("onnx-fp16"), "onnx", self._fp16(fp32), work),
                 "openvino": lambda: self._openvino(fp32, work),
                 "trt": lambda: self._trt(fp32, work),
             }
@@ -154,14 +154,13 @@ class Exporter:
             update_record(self.model_dir, self.results)
 
     @functools.cached_property
-    def calibration_paths(self) -> list[Path]:
-        """The first ``calibration_images`` images of ``calibration_csv``, trimmed to a multiple of the calibration
-        stride (read once, shared by every target); sets ``self.stride``."""
+    def calibration(self) -> tuple[list[Path], int]:
+        """(the first ``calibration_images`` images of ``calibration_csv`` trimmed to a multiple of the calibration
+        stride, the stride): read once, shared by every target."""
         cfg = self.cfg
-        found = labelled_set(cfg, cfg.calibration_csv, cfg.calibration_images, self.meta.class_names)[0]
+        found = labelled_indices(cfg.data, cfg.calibration_csv, self.meta.class_names, cfg.calibration_images)[0]
         plan = self._plan(self.activations, len(found)) if found else self.plan
-        self.stride = plan.stride
-        return found[: plan.calibration_images]
+        return found[: plan.calibration_images], plan.stride
 
     def _copy_fp32(self, fp32: Path) -> Callable[[Path], ModelMeta]:
         def build(out: Path) -> ModelMeta:
@@ -172,17 +171,18 @@ class Exporter:
 
     def _int8(self, fp32: Path, symmetric: bool = False) -> Callable[[Path], ModelMeta]:
         def build(out: Path) -> ModelMeta:
+            paths, stride = self.calibration
             settings = quantize_int8(
                 fp32,
                 out,
-                self.calibration_paths,
+                paths,
                 self.meta,
                 method=self.cfg.int8_method,
                 activation_type="int8" if symmetric else self.cfg.int8_activation_type,
                 weight_type="int8" if symmetric else self.cfg.int8_weight_type,
                 per_channel=self.cfg.int8_per_channel,
                 symmetric_activations=symmetric,
-                stride=self.stride,
+                stride=stride,
                 batch_size=self.plan.batch_size,
             )
             meta = self._meta(precision="int8", quantization=settings)
@@ -207,8 +207,8 @@ class Exporter:
 
         meta = self._meta(format="openvino", precision="fp32", openvino=ov.get_version().split("-")[0])
         with self._step("build openvino/model.xml"):
-            xml = export_openvino(fp32, work / "openvino" / "model.xml", meta)
-        result = self._verify("openvino/model.xml", "openvino", xml, "fp32")
+            xml = export_openvino(fp32, work / target_file("openvino"), meta)
+        result = self._verify(target_file("openvino"), "openvino", xml, "fp32")
         if result is not None:
             meta.export["verification"] = result
             final = export_openvino(fp32, work / "openvino-final" / "model.xml", meta)
@@ -229,7 +229,7 @@ class Exporter:
         tmp = work / Path(rel).name
         build_engine(
             sources, tmp, self._meta(), precision, self.cfg.trt_batch, self.cfg.trt_workspace_mib,
-            self.cfg.trt_timing_cache, self.calibration_paths,
+            self.cfg.trt_timing_cache, self.calibration[0],
         )  # fmt: skip
         result = self._verify(rel, "trt", tmp, precision)
         if result is not None:

@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from export.config import ExportConfig, add_common_args, config_from_args
+from export.config import add_common_args, config_from_args
 from runtime.artifacts import ARTIFACT_FILES
 from runtime.atomic import write_text
-from runtime.dataset import encode_labels, labelled_images
+from runtime.dataset import labelled_indices
 from runtime.engines import engine_class
 from runtime.engines.base import Engine
 from runtime.errors import ArgumentParser, UserError, description, one_line, run_cli
-from runtime.metrics import f1_gate_text, passes_f1_gate
+from runtime.metrics import f1_gate_text, f1_micro_macro, passes_f1_gate
 from runtime.pipeline import iter_batches
 
 
@@ -78,9 +78,9 @@ def judge(
         ``candidate_f1_micro`` (micro-F1 equals accuracy for single-label data), ``f1_delta``, ``gate`` (text)
         and ``passed``.
     """
-    y = np.asarray(targets)
-    ref_f1 = float(np.mean(reference.argmax(1) == y))
-    cand_f1 = float(np.mean(candidate.argmax(1) == y))
+    y, k = np.asarray(targets), reference.shape[1]
+    ref_f1 = f1_micro_macro(y, reference.argmax(1), k)[0]
+    cand_f1 = f1_micro_macro(y, candidate.argmax(1), k)[0]
     result: dict[str, Any] = {"images": len(y), "precision": precision, **compare_logits(reference, candidate)}
     result.update(reference_f1_micro=ref_f1, candidate_f1_micro=cand_f1, f1_delta=cand_f1 - ref_f1)
     if precision == "fp32":
@@ -117,16 +117,6 @@ def update_record(model_dir: Path, results: dict[str, dict[str, Any]], replace: 
     return path
 
 
-def labelled_set(cfg: ExportConfig, csv_name: str, limit: int, class_names: list[str]) -> tuple[list[Path], list[int]]:
-    """The first ``limit`` images of ``<data>/<csv_name>`` and their class indices.
-
-    Raises:
-        UserError: missing data, or a label that is not one of ``class_names``.
-    """
-    paths, labels = labelled_images(cfg.data, csv_name, limit=limit)
-    return paths, encode_labels(labels, class_names, str(Path(cfg.data) / csv_name))
-
-
 def record_key(rel: str, engine: str) -> str:
     """``verify.json`` key of an artifact checked with ``engine``: the file name for the engine the file is made
     for (the first one listed in ``ARTIFACT_FILES``), ``"<file> (<engine>)"`` for another engine reading it."""
@@ -151,6 +141,11 @@ class Reference:
     paths: list[Path]
     targets: list[int]
     logits: np.ndarray
+
+    @classmethod
+    def of(cls, engine: Engine, paths: list[Path], targets: list[int], batch_size: int) -> Reference:
+        """The reference logits of ``engine`` (the FP32 checkpoint) on ``paths``."""
+        return cls(paths, targets, collect_logits(engine, paths, batch_size))
 
 
 @dataclasses.dataclass
@@ -190,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: not found; run `make train MODEL={args.model}` first")
     with TorchEngine(checkpoint, threads=cfg.threads) as torch_engine:
-        paths, targets = labelled_set(cfg, cfg.verify_csv, cfg.verify_images, torch_engine.meta.class_names)
-        reference = Reference(paths, targets, collect_logits(torch_engine, paths, cfg.batch_size))
+        paths, targets = labelled_indices(cfg.data, cfg.verify_csv, torch_engine.meta.class_names, cfg.verify_images)
+        reference = Reference.of(torch_engine, paths, targets, cfg.batch_size)
     verifier = Verifier(reference, Gates(cfg.min_agreement, cfg.min_f1_ratio), cfg.batch_size, cfg.threads)
     results, failed = {}, []
     for rel, engine_name, precision in installed_artifacts(model_dir):

@@ -213,3 +213,15 @@ def labelled_images(
             raise UserError(f"{data / labels_csv}: no label for image {missing[0]!r} of {csv_name}")
         labels = truth.loc[ids].tolist()
     return image_paths(require_dir(image_dir_for(data, csv_name), "image folder"), ids), labels
+
+
+def labelled_indices(
+    data: str | os.PathLike, csv_name: str, class_names: list[str], limit: int | None = None
+) -> tuple[list[Path], list[int]]:
+    """:func:`labelled_images` with the labels encoded as indices into ``class_names``.
+
+    Raises:
+        UserError: what :func:`labelled_images` raises, or a label that is not one of ``class_names``.
+    """
+    paths, labels = labelled_images(data, csv_name, limit=limit)
+    return paths, encode_labels(labels, class_names, str(Path(data) / csv_name))

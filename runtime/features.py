@@ -25,9 +25,8 @@ from runtime.artifacts import PRECISIONS
 from runtime.atomic import atomic_path, check_replaceable
 from runtime.dataset import discover_inputs, read_csv, resolve_ids
 from runtime.engines import ENGINE_NAMES
-from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
+from runtime.errors import EXIT_SKIPPED, ArgumentParser, UserError, description, positive_int, run_cli
 from runtime.members import Member
-from runtime.predict import EXIT_SKIPPED
 from runtime.predictor import Predictor
 
 

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,14 +33,12 @@ from runtime.atomic import write_text
 from runtime.config import parse_overrides
 from runtime.dataset import discover_inputs, resolve_ids
 from runtime.engines import ENGINE_NAMES
-from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
+from runtime.errors import EXIT_SKIPPED, ArgumentParser, UserError, description, positive_int, run_cli
 from runtime.members import Member, select_members
 from runtime.outputs import FORMATS, PartialOutput, errors_path, finalize, partial_path, read_partial, write_gallery
 from runtime.pipeline import Batch
 from runtime.predictor import Predictor
 from runtime.tta import check_mode
-
-EXIT_SKIPPED = 3
 
 
 def build_parser() -> ArgumentParser:
@@ -162,26 +161,43 @@ def _signature(predictor: Predictor, members: list[Member], ids: list[str], tta:
             "rows": list(rows)}  # fmt: skip
 
 
-def write_rows(
-    predictor: Predictor, items: list, ids: list[str], out: Path, args: Any, signature: dict[str, Any], rows: range
-) -> tuple[float, int]:
+@dataclasses.dataclass(frozen=True)
+class RowOptions:
+    """How :func:`write_rows` streams: images per forward pass, decoding threads, skip unreadable inputs (else
+    stop), continue a partial file, extra columns (``topk`` labels, one probability per class), progress bar."""
+
+    batch_size: int = 32
+    workers: int = 2
+    skip_errors: bool = True
+    resume: bool = False
+    topk: int | None = None
+    probs: bool = False
+    progress: bool = True
+
+
+def write_rows(predictor: Predictor, items: list, ids: list[str], out: Path, opts: RowOptions,
+               signature: dict[str, Any], rows: range) -> tuple[float, int]:  # fmt: skip
     """Stream the predictions of ``items[rows]`` into the partial file of ``out`` (continuing it with
-    ``--resume``); returns (seconds, first row predicted). A clean failure (``--on-error fail``) leaves no
-    partial file behind."""
-    columns = columns_for(predictor.class_names, args.topk, args.probs)
+    ``opts.resume``); returns (seconds, first row predicted). A clean failure (an unreadable input without
+    ``skip_errors``) leaves no partial file behind.
+
+    Raises:
+        UserError: an unreadable input (without ``skip_errors``), or a partial file of another run on resume.
+    """
+    columns = columns_for(predictor.class_names, opts.topk, opts.probs)
     partial = PartialOutput(out, columns)
-    begin = rows.start + partial.open(args.resume, signature)
+    begin = rows.start + partial.open(opts.resume, signature)
     for engine in predictor.engines:
         if engine.meta.export.get("verification", {}).get("passed") is False:
             print(f"warning: {engine.artifact} failed its verification gate (exported with --allow-degraded)",
                   file=sys.stderr)  # fmt: skip
     t0 = time.perf_counter()
     bar = tqdm(total=len(rows), initial=begin - rows.start, desc="predict", unit="img",
-               disable=True if args.no_progress else None)  # fmt: skip
+               disable=None if opts.progress else True)  # fmt: skip
     try:
-        for batch, probs in predictor.stream(items[begin : rows.stop], args.batch_size, args.workers,
-                                             skip_errors=args.on_error == "skip", offset=begin):  # fmt: skip
-            partial.append(batch_rows(ids, batch, probs, predictor.class_names, columns, args.topk))
+        for batch, probs in predictor.stream(items[begin : rows.stop], opts.batch_size, opts.workers,
+                                             skip_errors=opts.skip_errors, offset=begin):  # fmt: skip
+            partial.append(batch_rows(ids, batch, probs, predictor.class_names, columns, opts.topk))
             bar.update(batch.count)
     except UserError:
         partial.close()
@@ -210,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_overrides(args.option)
     with Predictor(members, tta, args.device, args.threads, options) as predictor:
         signature = _signature(predictor, members, ids, tta, options, (start, end))
-        seconds, begin = write_rows(predictor, items, ids, out, args, signature, range(start, end))
+        opts = RowOptions(args.batch_size, args.workers, args.on_error == "skip", args.resume, args.topk, args.probs,
+                          not args.no_progress)  # fmt: skip
+        seconds, begin = write_rows(predictor, items, ids, out, opts, signature, range(start, end))
         info = predictor.describe()
     if args.visualize:
         chunks = [c.loc[c["error"] == "", ["image_id", "label", "confidence"]] for c in read_partial(partial_path(out))]

@@ -103,7 +103,7 @@ class Predictor:
         return [np.stack([self.loader(p, meta) for p in paths]) for meta, _ in self.groups]
 
     def forward(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
-        """Weighted-mean probabilities, float64 (N, K), of pre-decoded batches (one per group, as from
+        """Weighted-mean probabilities, float32 (N, K), of pre-decoded batches (one per group, as from
         :meth:`decode`): softmax of each member's logits, or its mean over the TTA views."""
         total = None
         for (_, indexes), array in zip(self.groups, arrays, strict=True):
@@ -134,7 +134,7 @@ class Predictor:
         features: bool = False,
     ) -> Iterator[tuple[Batch, np.ndarray | None]]:
         """Decode ``items`` (overlapped with inference, :func:`runtime.pipeline.stream_batches`) and yield each
-        :class:`Batch` with its float64 (len(ok), K) probabilities (float32 (len(ok), D) features with
+        :class:`Batch` with its float32 (len(ok), K) probabilities (float32 (len(ok), D) features with
         ``features``), or ``None`` when no image of the batch could be read.
 
         Raises:

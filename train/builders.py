@@ -13,7 +13,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 
-from runtime.dataset import encode_labels, labelled_images, read_class_map, require_dir
+from runtime.dataset import labelled_indices, read_class_map, require_dir
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
 from train.cached import CachedHead, cached_loaders
@@ -42,13 +42,8 @@ def load_splits(cfg: TrainConfig) -> Splits:
     class_map_path = data / cfg.class_map
     if not class_map_path.is_file():
         raise UserError(f"{class_map_path}: not found; run `make split DATA={data}` first")
-    class_names = read_class_map(class_map_path)
-
-    def split(csv_name: str) -> tuple[list[Path], list[int]]:
-        paths, labels = labelled_images(data, csv_name)
-        return paths, encode_labels(labels, class_names, str(data / csv_name))
-
-    return Splits(class_names, split(cfg.train_csv), split(cfg.valid_csv))
+    names = read_class_map(class_map_path)
+    return Splits(names, labelled_indices(data, cfg.train_csv, names), labelled_indices(data, cfg.valid_csv, names))
 
 
 def per_rank_batch(cfg: TrainConfig, n_train: int, world: int) -> int:

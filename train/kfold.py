@@ -39,6 +39,7 @@ from runtime.members import Member
 from runtime.metrics import f1_micro_macro
 from runtime.predictor import Predictor
 from train.config import TrainConfig
+from train.distributed import pick_device
 from train.train import train
 
 #: per-fold record of how the fold was made (compared on --resume)
@@ -150,12 +151,10 @@ def fold_config(name: str, cfg: TrainConfig, k: int) -> TrainConfig:
 def predict_fold(name: str, cfg: TrainConfig, k: int) -> pd.DataFrame:
     """Out-of-fold probabilities of fold ``k`` from its ``best.pt`` (torch engine, eval transform):
     ``image_id,label,<class>...``; also written to ``fold<k>/oof.csv``."""
-    import torch
-
     folder = Path(cfg.artifacts) / fold_name(name, k)
     rows = read_csv(folder / "fold_valid.csv", require_label=True)
     paths = image_paths(image_dir_for(cfg.data, "fold_valid.csv"), rows["image_id"].tolist())  # as in training
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = str(pick_device(cfg.device))
     with Predictor([Member(str(folder), "torch")], device=device) as predictor:
         stream = predictor.stream(paths, cfg.batch_size, cfg.workers)
         probs = np.concatenate([p for _, p in stream]).astype(np.float32)
