@@ -8,7 +8,6 @@ recorded failure instead of the end of the matrix. The parent talks to it throug
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import signal
 import sys
 import time
@@ -23,6 +22,7 @@ from bench.environment import nvidia_smi
 from runtime.errors import UserError, one_line
 from runtime.members import Member
 from runtime.predictor import Predictor
+from runtime.procmem import peak_rss_mib
 
 
 class CellFailed(Exception):
@@ -98,19 +98,6 @@ def artifact_bytes(path: Path) -> int:
     if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
         size += path.with_suffix(".bin").stat().st_size
     return size
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process in MiB: ``VmHWM`` from ``/proc/self/status`` on Linux (reset by
-    exec, unlike ``ru_maxrss``, which keeps the spawning parent's size), else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def torch_cuda_peak_mib() -> float | None:

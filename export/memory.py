@@ -18,18 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from runtime.atomic import write_text
+from runtime.procmem import status_kib
 
 _MIB = 2**20
-
-
-def _status_kib(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def _reset_peak() -> bool:
@@ -55,10 +46,10 @@ class StepMeter:
         try:
             yield
         finally:
-            peak = _status_kib("VmHWM") if reset else None
+            peak = status_kib("VmHWM") if reset else None
             if peak is None:
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            after = _status_kib("VmRSS") or 0
+            after = status_kib("VmRSS") or 0
             self.steps.append(
                 {
                     "step": name,
