@@ -24,10 +24,13 @@ space := $(empty) $(empty)
 # gpu-check runs with the machine's own Python (nothing installed): .venv's where there is one, else python3
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_OUT ?=
+# make chain: every shipped backbone config (configs/models/*.yaml)
+CHAIN_MODELS ?= $(subst $(eval) ,$(comma),$(basename $(notdir $(wildcard configs/models/*.yaml))))
+comma := ,
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data weights split train export verify predict features audit clean bench microbench memory demo gpu-data gpu-check test lint format tensorboard distclean
+.PHONY: help venv data weights split train export verify predict features audit clean bench microbench memory demo gpu-data gpu-check chain test test-slow lint format tensorboard distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -100,18 +103,25 @@ microbench: $(STAMP)  ## pytest-benchmark timings of each CPU engine's forward p
 memory: $(STAMP)  ## peak RSS of runtime.predict at 2,000 vs 20,000 images (MODEL, ENGINE)
 	$(PY) -m bench.memory --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) $(ARGS)
 
-gpu-data: $(STAMP)  ## CPU machine: data/gpucheck for gpu-check (400 ELPV images, Lite0 weights, CPU reference F1)
+gpu-data: $(STAMP) weights  ## CPU machine: data/gpucheck for gpu-check (400 ELPV images, Lite0 weights, CPU reference F1)
 	$(PY) -m bench.gpucheck.data $(ARGS)
 
 gpu-check:  ## GPU machine: the GPU verification kit (installs nothing) [GPU_OUT=dir for the summary] [ARGS=--plan]
 	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m bench.gpucheck $(if $(GPU_OUT),--out $(GPU_OUT)) $(ARGS)
 
+chain: $(STAMP)  ## per backbone: train 1 epoch -> export every CPU target -> predict -> bench; time/memory table -> reports/chain/
+	$(PY) -m bench.chain --models $(CHAIN_MODELS) --predict-bench $(ARGS)
+
+test-slow: $(STAMP)  ## only the tests marked slow (the chain for every shipped config on a generated contest-layout set)
+	$(PY) -m pytest -m slow $(ARGS)
+
 test: $(STAMP)  ## run the test suite (CPU) without the tests marked slow (ARGS="-m slow": only those)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-lint: $(STAMP)  ## ruff check and ruff format --check
+lint: $(STAMP)  ## ruff check, ruff format --check and the import contracts (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## apply ruff format and safe fixes
 	$(VENV)/bin/ruff check --fix .

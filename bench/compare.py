@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.rows import BenchRow
 from runtime.errors import UserError
 
 #: columns compared with the baseline: (column, what it is)
@@ -30,7 +31,8 @@ def parse_tolerance(text: str) -> float:
 
 
 def load_baseline(path: str | Path) -> dict[str, Any]:
-    """An earlier run's ``results.json`` (``rows``, ``config``, ...).
+    """An earlier run's ``results.json`` (``config``, ``held_out``, ...), its ``rows`` read back as
+    :class:`bench.rows.BenchRow` s.
 
     Raises:
         UserError: missing, unreadable or not a bench results file.
@@ -44,7 +46,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         isinstance(r, dict) and {"backbone", "cell", "batch_size", "status"} <= set(r) for r in rows
     ):
         raise UserError(f"--baseline {path}: not a bench results.json (expected 'rows' of bench cells)")
-    return data
+    return {**data, "rows": [BenchRow.from_dict(r) for r in rows]}
 
 
 def held_out_fingerprint(ids: list[str], labels: list[str]) -> str:
@@ -61,7 +63,7 @@ def check_same_held_out(baseline: dict[str, Any], fingerprint: str, images: int,
         UserError: naming the difference.
     """
     old = baseline.get("held_out") or {}
-    counts = {r.get("images") for r in baseline["rows"] if r.get("images")}
+    counts = {r.images for r in baseline["rows"] if r.images}
     old_images = old.get("images") or (sorted(counts)[0] if counts else None)
     if old_images is not None and old_images != images:
         raise UserError(f"--baseline {path}: measured on {old_images} held-out images, this run on {images}")
@@ -73,27 +75,23 @@ def check_same_held_out(baseline: dict[str, Any], fingerprint: str, images: int,
         )
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str, int]:
-    return str(row["backbone"]), str(row["cell"]), int(row["batch_size"])
-
-
-def regressions(rows: list[dict[str, Any]], baseline: list[dict[str, Any]], tolerance: float) -> list[str]:
+def regressions(rows: list[BenchRow], baseline: list[BenchRow], tolerance: float) -> list[str]:
     """One line per regression: a cell that ran in the baseline and now does not, or whose engine-only
     throughput or micro-F1 is below ``(1 - tolerance)`` x the baseline's. Cells only in one run are ignored."""
-    before = {_key(r): r for r in baseline if r["status"] == "ok"}
+    before = {r.name: r for r in baseline if r.ok}
     found = []
     for row in rows:
-        old = before.get(_key(row))
+        old = before.get(row.name)
         if old is None:
             continue
-        name = f"{row['backbone']} {row['cell']} batch {row['batch_size']}"
-        if row["status"] != "ok":
-            found.append(f"{name}: ran in the baseline, now {row['status']}")
+        if not row.ok:
+            found.append(f"{row.name}: ran in the baseline, now {row.status}")
             continue
         for column, what in GATED:
-            if isinstance(old.get(column), (int, float)) and row.get(column, 0) < (1 - tolerance) * old[column]:
+            then, now = getattr(old, column), getattr(row, column) or 0
+            if isinstance(then, (int, float)) and now < (1 - tolerance) * then:
                 found.append(
-                    f"{name}: {what} {row[column]:.4g} vs baseline {old[column]:.4g} "
-                    f"({row[column] / old[column] - 1:+.1%}, tolerance {tolerance:.0%})"
+                    f"{row.name}: {what} {now:.4g} vs baseline {then:.4g} ({now / then - 1:+.1%}, tolerance "
+                    f"{tolerance:.0%})"
                 )
     return found

@@ -8,6 +8,7 @@ from pathlib import Path
 from runtime.artifacts import PRECISIONS
 from runtime.engines import ENGINE_NAMES
 from runtime.errors import UserError
+from runtime.members import Member
 from runtime.tta import TTA_MODES
 
 
@@ -62,15 +63,15 @@ class CellSpec:
             + (f"@{self.tta}" if self.tta != "none" else "")
         )
 
-    def member(self, model: str) -> dict:
-        """The engine request of this cell for ``model`` (``runtime.predict``'s member format plus ``options``):
+    def member(self, model: str) -> Member:
+        """The engine request of this cell for ``model``:
         ``torch:fp16`` opens the FP32 checkpoint with the torch engine's ``amp: float16``; ``+compile`` sets its
         ``compile`` option."""
         options: dict = {"compile": True} if self.compile else {}
         precision = self.precision
         if self.engine == "torch" and precision == "fp16":
             options["amp"], precision = "float16", "fp32"
-        return {"model": model, "engine": self.engine, "precision": precision, "options": options, "weight": 1.0}
+        return Member(model, self.engine, precision, options=options)
 
 
 def parse_fold_entry(entry: str, source: str = "bench config") -> tuple[str, CellSpec]:

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, f1_score
 
+from bench.rows import BenchRow
+
 MARKERS = {"torch": "o", "onnx": "s", "openvino": "^", "trt": "D", "ensemble": "*"}
 
 
@@ -34,40 +36,38 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def pareto_png(rows: list[dict[str, Any]]) -> bytes | None:
+def pareto_png(rows: list[BenchRow]) -> bytes | None:
     """micro-F1 vs engine-only img/s (log x): marker per engine, colour per backbone, failed-gate cells hollow,
     the Pareto front of the cells that passed, and each point numbered with a key beside the axes. ``None`` if
     no cell has both numbers."""
-    measured = [r for r in rows if "img_per_s_engine" in r and "f1_micro" in r]
+    measured = [r for r in rows if r.timed and r.f1_micro is not None]
     if not measured:
         return None
-    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(dict.fromkeys(r["backbone"] for r in measured))}
+    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(dict.fromkeys(r.backbone for r in measured))}
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     key = []
     for n, r in enumerate(measured, 1):
-        passed = r["status"] == "ok"
+        passed = r.ok
         ax.scatter(
-            r["img_per_s_engine"],
-            r["f1_micro"],
-            marker=MARKERS.get(r["engine"], "o"),
+            r.img_per_s_engine,
+            r.f1_micro,
+            marker=MARKERS.get(r.engine, "o"),
             s=60,
-            facecolors=colours[r["backbone"]] if passed else "none",
-            edgecolors=colours[r["backbone"]],
+            facecolors=colours[r.backbone] if passed else "none",
+            edgecolors=colours[r.backbone],
         )
         # a number by the point and its name in a key beside the axes: long labels of close cells would overlap
-        ax.annotate(
-            str(n), (r["img_per_s_engine"], r["f1_micro"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
-        )
-        key.append(f"{n}: {r['backbone']} {r['cell']} b{r['batch_size']}")
-    ok = [r for r in measured if r["status"] == "ok"]
-    front = [ok[i] for i in pareto_front([(r["img_per_s_engine"], r["f1_micro"]) for r in ok])]
+        ax.annotate(str(n), (r.img_per_s_engine, r.f1_micro), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        key.append(f"{n}: {r.backbone} {r.cell} b{r.batch_size}")
+    ok = [r for r in measured if r.ok]
+    front = [ok[i] for i in pareto_front([(r.img_per_s_engine, r.f1_micro) for r in ok])]
     if front:  # a ring around each point of the front (visible even when the front is one point), joined
-        xs, ys = [r["img_per_s_engine"] for r in front], [r["f1_micro"] for r in front]
+        xs, ys = [r.img_per_s_engine for r in front], [r.f1_micro for r in front]
         ax.plot(xs, ys, "k--", lw=1)
         ax.scatter(xs, ys, s=180, facecolors="none", edgecolors="k", linewidths=1, label="Pareto front")
     for b, c in colours.items():
         ax.scatter([], [], color=c, label=b)
-    for e in dict.fromkeys(r["engine"] for r in measured):
+    for e in dict.fromkeys(r.engine for r in measured):
         ax.scatter([], [], marker=MARKERS.get(e, "o"), color="grey", label=e)
     ax.set_xscale("log")
     ax.set_xlabel("throughput, engine only (img/s, log scale)")
@@ -79,26 +79,26 @@ def pareto_png(rows: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
-def latency_png(rows: list[dict[str, Any]], latency_batch: int) -> bytes | None:
+def latency_png(rows: list[BenchRow], latency_batch: int) -> bytes | None:
     """Horizontal bars of p50 latency with p90 and p99 marks, at ``latency_batch`` and at each cell's batch."""
-    measured = [r for r in rows if "p50_ms" in r]
+    measured = [r for r in rows if r.p50_ms is not None]
     if not measured:
         return None
     panels = [("p50_ms", "p90_ms", "p99_ms", "chosen batch")]
-    if latency_batch and any("lat1_p50_ms" in r for r in measured):
+    if latency_batch and any(r.lat1_p50_ms is not None for r in measured):
         panels.insert(0, ("lat1_p50_ms", "lat1_p90_ms", "lat1_p99_ms", f"batch {latency_batch}"))
     fig, axes = plt.subplots(
         1, len(panels), figsize=(5 * len(panels) + 2, 0.35 * len(measured) + 1.5), squeeze=False, sharey=True
     )
-    sizes = sorted({r["batch_size"] for r in measured})
+    sizes = sorted({r.batch_size for r in measured})
     if len(sizes) == 1:  # one chosen batch size: say it in the title, not on every row
         panels[-1] = (*panels[-1][:3], f"batch {sizes[0]}")
-    labels = [f"{r['backbone']} {r['cell']}" + (f" b{r['batch_size']}" if len(sizes) > 1 else "") for r in measured]
+    labels = [f"{r.backbone} {r.cell}" + (f" b{r.batch_size}" if len(sizes) > 1 else "") for r in measured]
     y = np.arange(len(measured))
     for ax, (p50, p90, p99, title) in zip(axes[0], panels, strict=True):
-        ax.barh(y, [r[p50] for r in measured], color="tab:blue", alpha=0.7, label="p50")
-        ax.scatter([r[p90] for r in measured], y, marker="|", s=120, color="tab:orange", label="p90")
-        ax.scatter([r[p99] for r in measured], y, marker="|", s=120, color="tab:red", label="p99")
+        ax.barh(y, [getattr(r, p50) for r in measured], color="tab:blue", alpha=0.7, label="p50")
+        ax.scatter([getattr(r, p90) for r in measured], y, marker="|", s=120, color="tab:orange", label="p90")
+        ax.scatter([getattr(r, p99) for r in measured], y, marker="|", s=120, color="tab:red", label="p99")
         ax.set_yticks(y, labels, fontsize=7)
         ax.set_xlabel("latency per batch (ms)")
         ax.set_title(f"latency at {title}")

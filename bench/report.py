@@ -15,64 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bench.plots import best_cell_png, latency_png, pareto_png, per_class
+from bench.rows import COLUMNS, BenchRow
 from runtime.atomic import atomic_path
 
-#: report columns, in order (results.csv and results.json rows)
-COLUMNS = [
-    "backbone",
-    "cell",
-    "engine",
-    "precision",
-    "tta",
-    "batch_size",
-    "status",
-    "f1_micro",
-    "f1_macro",
-    "reference",
-    "agreement",
-    "delta_f1",
-    "f1_ratio",
-    "img_per_s_engine",
-    "img_per_s_engine_min",
-    "img_per_s_engine_max",
-    "cv",
-    "speedup",
-    "img_per_s",
-    "img_per_s_min",
-    "img_per_s_max",
-    "e2e_ratio",
-    "p50_ms",
-    "p90_ms",
-    "p99_ms",
-    "lat1_p50_ms",
-    "lat1_p90_ms",
-    "lat1_p99_ms",
-    "peak_rss_mib",
-    "gpu_mem_mib",
-    "artifact_mib",
-    "params_m",
-    "gmacs",
-    "gflops",
-    "peak_fraction",
-    "provider",
-    "device",
-    "threads",
-    "images",
-    "runs",
-    "notes",
-]
 
-
-def _num(row: dict[str, Any], key: str, fmt: str) -> str:
-    value = row.get(key)
+def _num(row: BenchRow, key: str, fmt: str) -> str:
+    value = getattr(row, key)
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+def markdown_table(rows: Sequence[BenchRow]) -> str:
     """GitHub-flavoured markdown table of the main columns; cells that did not run show their reason."""
     head = (
         "| backbone | cell | batch | micro-F1 | macro-F1 | agree | delta-F1 | img/s engine (min-max) | x torch | "
@@ -85,14 +40,14 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"{_num(r, 'img_per_s_engine', '.1f')} ({_num(r, 'img_per_s_engine_min', '.1f')}-"
                 f"{_num(r, 'img_per_s_engine_max', '.1f')})"
             )
-            if "img_per_s_engine" in r
+            if r.timed
             else "-"
         )
-        flops = f"{_num(r, 'gflops', '.1f')} ({_num(r, 'peak_fraction', '.0%')})" if r.get("gflops") else "-"
-        status = r["status"] + (f" ({r['notes']})" if r.get("notes") else "")
-        memory = _num(r, "peak_rss_mib", ".0f") + (f" ({r['gpu_mem_mib']:.0f})" if r.get("gpu_mem_mib") else "")
+        flops = f"{_num(r, 'gflops', '.1f')} ({_num(r, 'peak_fraction', '.0%')})" if r.gflops else "-"
+        status = r.status + (f" ({r.notes})" if r.notes else "")
+        memory = _num(r, "peak_rss_mib", ".0f") + (f" ({r.gpu_mem_mib:.0f})" if r.gpu_mem_mib else "")
         lines.append(
-            f"| {r['backbone']} | {r['cell']} | {r['batch_size']} | {_num(r, 'f1_micro', '.4f')} | "
+            f"| {r.backbone} | {r.cell} | {r.batch_size} | {_num(r, 'f1_micro', '.4f')} | "
             f"{_num(r, 'f1_macro', '.4f')} | {_num(r, 'agreement', '.2%')} | {_num(r, 'delta_f1', '+.4f')} | "
             f"{engine} | {_num(r, 'speedup', '.2f')} | "
             f"{_num(r, 'img_per_s', '.1f')} | {_num(r, 'e2e_ratio', '.2f')} | {_num(r, 'p50_ms', '.1f')}/"
@@ -102,18 +57,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def public_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows restricted to :data:`COLUMNS` (missing ones as ``None``), JSON-safe."""
-    return [{c: _clean(r.get(c)) for c in COLUMNS} for r in rows]
+def public_rows(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
+    """:meth:`BenchRow.public` of each row (:data:`bench.rows.COLUMNS`, JSON-safe)."""
+    return [r.public() for r in rows]
 
 
 def environment_lines(results: dict[str, Any]) -> list[str]:
@@ -137,15 +83,15 @@ def environment_lines(results: dict[str, Any]) -> list[str]:
 
 def _best_detail(results: dict[str, Any]) -> tuple[dict[str, Any] | None, bytes | None]:
     best = results.get("best")
-    if not best or "_truth" not in best:
+    if best is None or best.truth is None or best.pred is None or best.class_names is None:
         return None, None
-    f1, cm = per_class(best["_truth"], best["_pred"], best["_names"])
-    title = f"best cell: {best['backbone']} {best['cell']} batch {best['batch_size']}"
-    detail = {"cell": title, "class_names": best["_names"], "per_class_f1": f1, "confusion_matrix": cm.tolist()}
-    return detail, best_cell_png(best["_truth"], best["_pred"], best["_names"], title)
+    f1, cm = per_class(best.truth, best.pred, best.class_names)
+    title = f"best cell: {best.name}"
+    detail = {"cell": title, "class_names": best.class_names, "per_class_f1": f1, "confusion_matrix": cm.tolist()}
+    return detail, best_cell_png(best.truth, best.pred, best.class_names, title)
 
 
-def render_markdown(results: dict[str, Any], rows: list[dict[str, Any]], images: dict[str, bytes]) -> str:
+def render_markdown(results: dict[str, Any], rows: list[BenchRow], images: dict[str, bytes]) -> str:
     """report.md: environment, summary, regressions, the table and links to the plots."""
     parts = ["# Bench report", "", "```", *environment_lines(results), "```", "", f"**{results['summary']}**", ""]
     if results.get("baseline"):
@@ -159,7 +105,7 @@ def render_markdown(results: dict[str, Any], rows: list[dict[str, Any]], images:
 
 
 def render_html(
-    results: dict[str, Any], rows: list[dict[str, Any]], images: dict[str, bytes], detail: dict[str, Any] | None
+    results: dict[str, Any], rows: list[BenchRow], images: dict[str, bytes], detail: dict[str, Any] | None
 ) -> str:
     """report.html with the plots inlined as data: URIs and no external reference (works offline, mails well)."""
     esc = html.escape
@@ -221,13 +167,13 @@ def write_run(results: dict[str, Any], run_dir: str | Path) -> Path:
     public = {
         **{k: v for k, v in results.items() if k not in ("rows", "best")},
         "rows": public_rows(rows),
-        "best": public_rows([results["best"]])[0] if results.get("best") else None,
+        "best": results["best"].public() if results.get("best") else None,
         "best_cell": detail,
     }
     with atomic_path(run_dir) as tmp:
         tmp.mkdir(parents=True)
         pd.DataFrame(public["rows"], columns=COLUMNS).to_csv(tmp / "results.csv", index=False)
-        (tmp / "results.json").write_text(json.dumps(public, indent=2, default=_clean) + "\n", encoding="utf-8")
+        (tmp / "results.json").write_text(json.dumps(public, indent=2) + "\n", encoding="utf-8")
         for name, png in images.items():
             (tmp / name).write_bytes(png)
         (tmp / "report.md").write_text(render_markdown(results, rows, images), encoding="utf-8")

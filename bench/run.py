@@ -19,166 +19,34 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from bench.cells import TTA_VIEWS, Cell, held_out, plan
 from bench.compare import check_same_held_out, held_out_fingerprint, load_baseline, parse_tolerance, regressions
-from bench.config import BenchConfig, CellSpec, parse_fold_entry
+from bench.config import BenchConfig
 from bench.cost import model_cost
 from bench.environment import environment
+from bench.gates import best_cell, compare_to_reference, summary_line
 from bench.measure import matmul_peak_gflops, summarize
 from bench.report import markdown_table, write_run
 from bench.worker import CellFailed, CellProcess
-from runtime.artifacts import artifact_file
 from runtime.config import add_set_argument, load_config, parse_overrides
-from runtime.dataset import image_dir_for, image_paths, read_csv, require_dir
-from runtime.errors import ArgumentParser, UserError, description, one_line
-from train.loop import f1_micro_macro
-
-#: forward passes per image for each TTA mode
-TTA_VIEWS = {"none": 1, "hflip": 2, "hflip+vflip": 3, "five-crop": 5}
-
-#: (engine, precision) -> export target that builds its artifact
-EXPORT_TARGETS = {
-    ("onnx", "fp32"): "onnx",
-    ("onnx", "int8"): "onnx-int8",
-    ("onnx", "fp16"): "onnx-fp16",
-    ("openvino", "fp32"): "openvino",
-    ("openvino", "int8"): "onnx-int8",
-}
-
-
-@dataclasses.dataclass
-class Cell:
-    """One row of the report: a backbone (or ensemble) x cell spec x batch size, and what it measured."""
-
-    backbone: str
-    spec: CellSpec
-    batch_size: int
-    members: list[dict[str, Any]]
-    group: str | None = None  # backbone whose torch FP32 cell is the reference (ensembles); default: backbone
-    error: str | None = None  # why the cell cannot be set up (recorded as skipped)
-    row: dict[str, Any] = dataclasses.field(default_factory=dict)
-    probs: np.ndarray | None = None
-    process: CellProcess | None = None
-    timings: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
-
-
-def held_out(cfg: BenchConfig) -> tuple[list[Path], list[str]]:
-    """Image paths of ``cfg.csv`` and their labels from ``cfg.labels``.
-
-    Raises:
-        UserError: missing dataset, CSV, labels, or an image without a label.
-    """
-    data = require_dir(cfg.data)
-    ids = read_csv(data / cfg.csv)["image_id"].tolist()
-    truth = read_csv(data / cfg.labels, require_label=True).set_index("image_id")["label"]
-    missing = [i for i in ids if i not in truth.index]
-    if missing:
-        raise UserError(f"{data / cfg.labels}: no label for image {missing[0]!r} of {cfg.csv}")
-    if not ids:
-        raise UserError(f"{data / cfg.csv}: no image ids")
-    return image_paths(require_dir(image_dir_for(data, cfg.csv), "image folder"), ids), truth.loc[ids].tolist()
-
-
-def trained_models(cfg: BenchConfig) -> list[str]:
-    """``cfg.models``, or every ``artifacts/<name>/`` holding a checkpoint."""
-    if cfg.models:
-        return list(cfg.models)
-    return sorted(p.parent.name for p in Path(cfg.artifacts).glob("*/best.pt"))
-
-
-def build_missing(cfg: BenchConfig, model: str) -> None:
-    """Export the artifacts that ``cfg.engines`` need for ``model`` and that do not exist (``build_missing``).
-    A failed export is printed; its cells are then recorded as skipped."""
-    folder = Path(cfg.artifacts) / model
-    targets = sorted(
-        {
-            EXPORT_TARGETS[(s.engine, s.precision)]
-            for s in cfg.cells
-            if (s.engine, s.precision) in EXPORT_TARGETS and not artifact_file(folder, s.engine, s.precision).exists()
-        }
-    )
-    targets += (
-        ["trt"]
-        if any(s.engine == "trt" and not artifact_file(folder, "trt", s.precision).exists() for s in cfg.cells)
-        else []
-    )
-    if not targets:
-        return
-    from export.export import ExportConfig, export_model
-
-    print(f"bench: building {', '.join(targets)} for {model}", file=sys.stderr)
-    try:
-        export_model(model, load_config(ExportConfig, cfg.export_config, {"artifacts": cfg.artifacts}), targets)
-    except UserError as exc:
-        print(f"bench: export for {model} incomplete: {one_line(exc)}", file=sys.stderr)
-
-
-def plan(cfg: BenchConfig) -> list[Cell]:
-    """Every cell of the matrix, in report order: backbones x engines x batch sizes, then ensembles."""
-    models = trained_models(cfg)
-    if not models and not cfg.ensembles:
-        raise UserError(f"{cfg.artifacts}: no trained model (artifacts/<name>/best.pt); run `make train` first")
-    cells = []
-    for model in models:
-        if cfg.build_missing:
-            build_missing(cfg, model)
-        for spec in cfg.cells:
-            cells += [Cell(model, spec, bs, [spec.member(str(Path(cfg.artifacts) / model))]) for bs in cfg.batch_sizes]
-    for entry in cfg.ensembles:
-        template = ensemble_cell(cfg, entry)
-        cells += [dataclasses.replace(template, batch_size=bs, row={}, timings={}) for bs in cfg.batch_sizes]
-    return cells
-
-
-def ensemble_cell(cfg: BenchConfig, entry: str) -> Cell:
-    """The cell of one ``ensembles`` entry (batch size still to set): ``folds:<model>[:engine[:precision]][@tta]``
-    (the finished k-fold run of ``<model>``) or ``<ensemble.yaml>[@tta]``. Its backbone is ``ensemble:<name>``;
-    its spec names the members' engine and precision (``mixed`` when they differ). An entry whose members cannot
-    be listed becomes a skipped cell with the reason."""
-    from runtime.predict import ensemble_members, fold_models
-
-    head, _, tta = entry.partition("@")
-    tta = tta or "none"
-    try:
-        if head.startswith("folds:"):
-            model, spec = parse_fold_entry(entry, "ensembles")
-            members = [{"model": m, "engine": spec.engine, "precision": spec.precision, "weight": 1.0}
-                       for m in fold_models(str(Path(cfg.artifacts) / model))]  # fmt: skip
-            return Cell(f"ensemble:{model}:{len(members)} folds", spec, 0, members, model)
-        members = ensemble_members(SimpleNamespace(ensemble=head, engine="onnx", precision="fp32", model=None))
-    except UserError as exc:
-        name = head.split(":")[1] if head.startswith("folds:") else Path(head).stem
-        return Cell(f"ensemble:{name}", CellSpec("ensemble", "fp32", tta), 0, [], error=one_line(exc))
-    engines = {m["engine"] for m in members}
-    precisions = {m["precision"] or "fp32" for m in members}
-    spec = CellSpec(
-        engines.pop() if len(engines) == 1 else "mixed", precisions.pop() if len(precisions) == 1 else "mixed", tta
-    )
-    first = Path(members[0]["model"])
-    return Cell(f"ensemble:{Path(head).stem}", spec, 0, members, first.name if first.is_dir() else first.parent.name)
+from runtime.dataset import read_csv
+from runtime.errors import ArgumentParser, UserError, description
+from runtime.metrics import f1_micro_macro
 
 
 def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) -> None:
     """Open the cell's process, predict the held-out set and decode its timing batches; failures -> status."""
-    cell.row = {
-        "backbone": cell.backbone,
-        "cell": cell.spec.label,
-        "engine": cell.spec.engine,
-        "precision": cell.spec.precision,
-        "tta": cell.spec.tta,
-        "batch_size": cell.batch_size,
-        "status": "ok",
-        "images": len(paths),
-    }
+    row = cell.row
+    row.images = len(paths)
     if cell.error:
-        cell.row["status"] = f"skipped: {cell.error}"
+        row.status = f"skipped: {cell.error}"
         return
     try:
-        trt = any(m["engine"] == "trt" for m in cell.members)
+        trt = any(m.engine == "trt" for m in cell.members)
         device = "cuda" if trt and cfg.device == "cpu" else cfg.device
         cell.process = CellProcess(cell.members, cell.spec.tta, device, cfg.threads)
         info = cell.process.info
@@ -186,17 +54,16 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
         unknown = sorted(set(targets) - set(names))
         if unknown:
             raise CellFailed(f"held-out label {unknown[0]!r} is not a class of this model")
-        cell.row.update({k: info.get(k) for k in ("provider", "device", "threads")})
-        cell.row["artifact_mib"] = info["artifact_bytes"] / 2**20
+        row.provider, row.device, row.threads = info.get("provider"), info.get("device"), info.get("threads")
+        row.artifact_mib = info["artifact_bytes"] / 2**20
         cell.probs, _ = cell.process.call("predict", paths, cell.batch_size, cfg.workers)
         index = {n: i for i, n in enumerate(names)}
-        y, pred = np.array([index[t] for t in targets]), cell.probs.argmax(1)
-        cell.row["f1_micro"], cell.row["f1_macro"] = f1_micro_macro(y, pred, len(names))
-        cell.row["_truth"], cell.row["_names"] = y, names
+        row.truth, row.pred, row.class_names = np.array([index[t] for t in targets]), cell.probs.argmax(1), names
+        row.f1_micro, row.f1_macro = f1_micro_macro(row.truth, row.pred, len(names))
         for bs in {cell.batch_size, cfg.latency_batch} - {0}:
             cell.process.call("prepare", paths, bs)
     except CellFailed as exc:
-        cell.row["status"] = f"skipped: {exc}"
+        row.status = f"skipped: {exc}"
         cell.process = None
 
 
@@ -211,7 +78,7 @@ def _round(cell: Cell, paths: list[Path], cfg: BenchConfig, first: bool) -> None
         if cfg.latency_batch:
             cell.timings.setdefault("lat1", []).append(cell.process.call("time", cfg.latency_batch, share, warmup))
     except CellFailed as exc:
-        cell.row["status"] = f"failed: {exc}"
+        cell.row.status = f"failed: {exc}"
         cell.process = None
 
 
@@ -219,134 +86,45 @@ def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]]) -> N
     """Close the cell's process and turn its timings into report columns."""
     if cell.process is None:
         return
+    row = cell.row
     try:
-        cell.row["peak_rss_mib"], cell.row["gpu_mem_mib"] = cell.process.close()
+        row.peak_rss_mib, row.gpu_mem_mib = cell.process.close()
     except CellFailed as exc:
-        cell.row["status"] = f"failed: {exc}"
+        row.status = f"failed: {exc}"
         return
     e2e, engine = summarize(cell.timings["e2e"], cell.batch_size), summarize(cell.timings["engine"], cell.batch_size)
-    row = cell.row
-    row.update(img_per_s=e2e["img_per_s"], img_per_s_min=e2e["img_per_s_min"], img_per_s_max=e2e["img_per_s_max"])
-    row.update(
-        img_per_s_engine=engine["img_per_s"],
-        img_per_s_engine_min=engine["img_per_s_min"],
-        img_per_s_engine_max=engine["img_per_s_max"],
-        cv=engine["cv"],
-        runs=engine["runs"],
-        p50_ms=engine["p50_ms"],
-        p90_ms=engine["p90_ms"],
-        p99_ms=engine["p99_ms"],
-    )
-    row["e2e_ratio"] = row["img_per_s"] / row["img_per_s_engine"]
+    row.img_per_s, row.img_per_s_min, row.img_per_s_max = e2e["img_per_s"], e2e["img_per_s_min"], e2e["img_per_s_max"]
+    row.img_per_s_engine, row.img_per_s_engine_min = engine["img_per_s"], engine["img_per_s_min"]
+    row.img_per_s_engine_max, row.cv, row.runs = engine["img_per_s_max"], engine["cv"], engine["runs"]
+    row.p50_ms, row.p90_ms, row.p99_ms = engine["p50_ms"], engine["p90_ms"], engine["p99_ms"]
+    row.e2e_ratio = row.img_per_s / row.img_per_s_engine
     if cfg.latency_batch:
         lat = summarize(cell.timings["lat1"], cfg.latency_batch)
-        row.update(lat1_p50_ms=lat["p50_ms"], lat1_p90_ms=lat["p90_ms"], lat1_p99_ms=lat["p99_ms"])
-    member_costs = [costs.get(str(Path(m["model"]).resolve()), {}) for m in cell.members]
+        row.lat1_p50_ms, row.lat1_p90_ms, row.lat1_p99_ms = lat["p50_ms"], lat["p90_ms"], lat["p99_ms"]
+    member_costs = [costs.get(str(Path(m.model).resolve()), {}) for m in cell.members]
     if all(c.get("gmacs") is not None for c in member_costs):
-        row["params_m"] = sum(c["params"] for c in member_costs) / 1e6
-        row["gmacs"] = sum(c["gmacs"] for c in member_costs) * TTA_VIEWS[cell.spec.tta]
-        row["gflops"] = 2 * row["gmacs"] * row["img_per_s_engine"]
-    notes = [f"noisy timing: CV {engine['cv']:.1%} > {cfg.cv_warn:.0%}"] if engine["cv"] > cfg.cv_warn else []
-    row["notes"] = "; ".join(notes)
+        row.params_m = sum(c["params"] for c in member_costs) / 1e6
+        row.gmacs = sum(c["gmacs"] for c in member_costs) * TTA_VIEWS[cell.spec.tta]
+        row.gflops = 2 * row.gmacs * row.img_per_s_engine
+    row.notes = f"noisy timing: CV {engine['cv']:.1%} > {cfg.cv_warn:.0%}" if engine["cv"] > cfg.cv_warn else ""
 
 
-def reference_cell(cell: Cell, done: list[Cell]) -> Cell | None:
-    """The FP32 cell (no TTA) that ``cell`` is compared with, among the cells that ran (``None``: there is none).
-
-    A reduced-precision cell compares with its own backbone (or ensemble) at FP32, torch first, else the FP32
-    cell with the best micro-F1; an FP32 cell (an engine, TTA, an ensemble) with torch FP32 of its backbone or,
-    for an ensemble, of its :attr:`Cell.group` backbone (the single model, so delta-F1 is the ensemble's gain).
-    Either falls back to the other rule (torch FP32 itself, or an ensemble with no single-model cell, is its own
-    reference: delta 0).
-    """
-    fp32 = cell.spec.precision == "fp32"
-    names = [cell.group or cell.backbone, cell.backbone] if fp32 else [cell.backbone, cell.group or cell.backbone]
-    names = list(dict.fromkeys(names))
-    plain = {
-        n: sorted(
-            (c for c in done if c.backbone == n and c.spec.precision == "fp32" and c.spec.tta == "none"),
-            key=lambda c: (c.spec.engine != "torch", c.spec.compile, -c.row["f1_micro"]),
-        )
-        for n in names
-    }
-    torch_cells = [c for n in names for c in plain[n] if c.spec.engine == "torch"]
-    others = [c for n in names for c in plain[n]]
-    order = torch_cells + others if fp32 else plain[cell.backbone] + torch_cells + others
-    return order[0] if order else None
-
-
-def compare_to_reference(cells: list[Cell], min_f1_ratio: float) -> None:
-    """Against the cell's FP32 reference (:func:`reference_cell`): top-1 agreement, delta micro-F1, speed-up of
-    engine-only throughput over the torch FP32 cell of the same backbone (or group) at the same batch size;
-    reduced-precision cells under ``min_f1_ratio`` of the reference micro-F1 are marked ``failed gate``. A
-    reduced-precision cell without a reference is marked too (its F1 cannot be verified)."""
-    done = [c for c in cells if c.row["status"] == "ok"]
-    for cell in done:
-        ref = reference_cell(cell, done)
-        if ref is None:
-            if cell.spec.precision != "fp32":
-                cell.row["status"] = "failed gate: no FP32 cell of this backbone ran to verify its F1 against"
-            continue
-        cell.row["reference"] = ref.spec.label if ref.backbone == cell.backbone else f"{ref.backbone} {ref.spec.label}"
-        cell.row["agreement"] = float((ref.probs.argmax(1) == cell.probs.argmax(1)).mean())
-        cell.row["delta_f1"] = cell.row["f1_micro"] - ref.row["f1_micro"]
-        cell.row["f1_ratio"] = cell.row["f1_micro"] / ref.row["f1_micro"] if ref.row["f1_micro"] else 1.0
-        same_batch = sorted(
-            (
-                c
-                for c in done
-                if c.backbone in (cell.backbone, cell.group or cell.backbone)
-                and c.spec == CellSpec("torch")
-                and c.batch_size == cell.batch_size
-                and "img_per_s_engine" in c.row
-            ),
-            key=lambda c: c.backbone != (cell.group or cell.backbone),
-        )
-        if same_batch and "img_per_s_engine" in cell.row:
-            cell.row["speedup"] = cell.row["img_per_s_engine"] / same_batch[0].row["img_per_s_engine"]
-        if cell.spec.precision != "fp32" and cell.row["f1_ratio"] < min_f1_ratio:
-            cell.row["status"] = (
-                f"failed gate: micro-F1 {cell.row['f1_micro']:.4f} < {min_f1_ratio:.0%} of "
-                f"{cell.row['reference']} {ref.row['f1_micro']:.4f}"
-            )
-
-
-def best_cell(rows: list[dict[str, Any]], min_f1_ratio: float) -> dict[str, Any] | None:
-    """The fastest (engine-only img/s) cell that ran, passed its gate and reached ``min_f1_ratio`` of its
-    reference micro-F1; ``None`` if there is none."""
-    ok = [r for r in rows if r["status"] == "ok" and r.get("f1_ratio", 0) >= min_f1_ratio and "img_per_s_engine" in r]
-    return max(ok, key=lambda r: r["img_per_s_engine"], default=None)
-
-
-def summary_line(best: dict[str, Any] | None, min_f1_ratio: float) -> str:
-    """The report's one-line verdict."""
-    if best is None:
-        return f"fastest at >= {min_f1_ratio:.0%} of FP32 F1: no cell qualified"
-    speed = f" ({best['speedup']:.2f}x torch eager FP32)" if best.get("speedup") else ""
-    return (
-        f"fastest at >= {min_f1_ratio:.0%} of FP32 F1: {best['backbone']} {best['cell']} batch {best['batch_size']}: "
-        f"{best['img_per_s_engine']:.1f} img/s engine-only{speed}, {best['img_per_s']:.1f} img/s end to end "
-        f"({best['e2e_ratio']:.2f}x engine-only), micro-F1 {best['f1_micro']:.4f} "
-        f"({best['f1_ratio']:.1%} of {best['reference']})"
-    )
-
-
-def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    """Run the whole matrix.
+def run_bench(cfg: BenchConfig, held: tuple[list[Path], list[str]] | None = None) -> dict[str, Any]:
+    """Run the whole matrix on the held-out set ``held`` (image paths, labels; default :func:`held_out`).
 
     Returns:
-        ``{"environment", "config", "matmul_peak_gflops", "rows", "summary", "best"}`` where each row is a dict
-        of :data:`bench.report.COLUMNS` (plus private ``_truth``/``_names``/``_pred`` arrays for the plots).
+        ``{"environment", "config", "matmul_peak_gflops", "rows", "summary", "best"}``: ``rows`` are
+        :class:`bench.rows.BenchRow` s in report order, ``best`` the best one (or ``None``).
 
     Raises:
         UserError: missing dataset or label files, no trained model, a broken ensemble file.
     """
-    paths, targets = held_out(cfg)
+    paths, targets = held or held_out(cfg)
     cells = plan(cfg)
     env = environment()
     peaks = [matmul_peak_gflops(threads=cfg.threads)] if cfg.matmul_peak else []
     costs: dict[str, dict[str, Any]] = {}
-    for folder in {str(Path(m["model"]).resolve()) for c in cells for m in c.members}:
+    for folder in {str(Path(m.model).resolve()) for c in cells for m in c.members}:
         checkpoint = Path(folder) / "best.pt" if Path(folder).is_dir() else Path(folder).with_name("best.pt")
         try:
             costs[folder] = model_cost(checkpoint) if checkpoint.is_file() else {}
@@ -366,14 +144,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         peaks.append(matmul_peak_gflops(threads=cfg.threads))
     peak = max((p["peak"] for p in peaks if p), default=None)
     for cell in cells:
-        if peak and cell.row.get("gflops"):
-            cell.row["peak_fraction"] = cell.row["gflops"] / peak
+        if peak and cell.row.gflops:
+            cell.row.peak_fraction = cell.row.gflops / peak
     compare_to_reference(cells, cfg.min_f1_ratio)
-    rows = []
-    for cell in cells:
-        if cell.probs is not None:
-            cell.row["_pred"] = cell.probs.argmax(1)
-        rows.append(cell.row)
+    rows = [cell.row for cell in cells]
     best = best_cell(rows, cfg.min_f1_ratio)
     return {
         "environment": env,
@@ -413,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     fingerprint = held_out_fingerprint(read_csv(Path(cfg.data) / cfg.csv)["image_id"].tolist(), targets)
     if baseline is not None:
         check_same_held_out(baseline, fingerprint, len(paths), args.baseline)
-    results = run_bench(cfg)
+    results = run_bench(cfg, (paths, targets))
     results["held_out"] = {"images": len(paths), "sha256": fingerprint}
     rows = results["rows"]
-    if all(r["status"].startswith(("skipped", "failed:")) for r in rows):
-        raise UserError(f"no bench cell could run, no report written (first reason: {rows[0]['status']})")
+    if all(r.status.startswith(("skipped", "failed:")) for r in rows):
+        raise UserError(f"no bench cell could run, no report written (first reason: {rows[0].status})")
     results["regressions"] = regressions(rows, baseline["rows"], tolerance) if baseline is not None else []
     results["baseline"] = args.baseline
     run_dir = write_run(results, Path(cfg.out) / run_name)

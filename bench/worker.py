@@ -8,7 +8,6 @@ recorded failure instead of the end of the matrix. The parent talks to it throug
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import signal
 import sys
 import time
@@ -20,12 +19,10 @@ from typing import Any
 import numpy as np
 
 from bench.environment import nvidia_smi
-from runtime.engines import create_engine, describe_members
-from runtime.engines.base import Engine
 from runtime.errors import UserError, one_line
-from runtime.pipeline import softmax, stream_batches
-from runtime.preprocess import preprocess_image
-from runtime.tta import five_crop_views, tta_probs
+from runtime.members import Member
+from runtime.predictor import Predictor
+from runtime.procmem import peak_rss_mib
 
 
 class CellFailed(Exception):
@@ -33,10 +30,11 @@ class CellFailed(Exception):
 
 
 class CellRunner:
-    """The engines of one cell (one member, or several for an ensemble) and the ways of timing them.
+    """A :class:`runtime.predictor.Predictor` for one cell (one member, or several for an ensemble) and the ways
+    of timing it.
 
     Args:
-        members: ``{model, engine, precision, weight}`` dicts (``runtime.predict``'s ensemble format).
+        members: the cell's members.
         tta: a :data:`runtime.tta.TTA_MODES` name.
         device, threads: passed to every engine.
 
@@ -44,32 +42,14 @@ class CellRunner:
         UserError: an engine cannot open its artifact, or members have different class lists.
     """
 
-    def __init__(self, members: Sequence[dict[str, Any]], tta: str, device: str, threads: int | None) -> None:
-        self.tta = tta
-        self.loader = five_crop_views if tta == "five-crop" else preprocess_image
-        self.members: list[tuple[Engine, float]] = []
+    def __init__(self, members: Sequence[Member], tta: str, device: str, threads: int | None) -> None:
+        self.predictor = Predictor(members, tta, device, threads)
         self._batches: dict[int, list[np.ndarray]] = {}
-        try:
-            for m in members:
-                engine = create_engine(
-                    m["engine"], m["model"], device=device, threads=threads, precision=m["precision"],
-                    options=m.get("options"),
-                )  # fmt: skip
-                self.members.append((engine, float(m.get("weight", 1.0))))
-                first = self.members[0][0].meta.class_names
-                if engine.meta.class_names != first:
-                    raise UserError(f"ensemble member {m['model']} has other classes than the first")
-        except BaseException:
-            self.close()
-            raise
 
     @property
     def class_names(self) -> list[str]:
-        """Class names of the (first) member."""
-        return self.members[0][0].meta.class_names
-
-    def _probs(self, engine: Engine, array: np.ndarray) -> np.ndarray:
-        return softmax(engine.run(array)) if self.tta == "none" else tta_probs(engine, array, self.tta)
+        """Class names in probability-column order."""
+        return self.predictor.class_names
 
     def predict(self, paths: Sequence[Path], batch_size: int, workers: int) -> tuple[np.ndarray, float]:
         """End to end (files -> probabilities): float32 (N, K) weighted-mean probabilities and the wall seconds.
@@ -78,51 +58,38 @@ class CellRunner:
             UserError: an image cannot be read.
         """
         start = time.perf_counter()
-        total = np.zeros((len(paths), len(self.class_names)))
-        for engine, weight in self.members:
-            for batch in stream_batches(list(paths), engine.meta, batch_size, workers, loader=self.loader):
-                assert batch.array is not None
-                total[batch.ok] += weight * self._probs(engine, batch.array)
+        chunks = [probs for _, probs in self.predictor.stream(list(paths), batch_size, workers)]
         seconds = time.perf_counter() - start
-        return (total / sum(w for _, w in self.members)).astype(np.float32), seconds
+        return np.concatenate(chunks).astype(np.float32), seconds
 
     def prepare(self, paths: Sequence[Path], batch_size: int) -> None:
-        """Decode one batch of ``batch_size`` images per member for :meth:`timed_runs` (paths repeat if needed)."""
-        chosen = [paths[i % len(paths)] for i in range(batch_size)]
-        self._batches[batch_size] = [
-            np.stack([self.loader(p, engine.meta) for p in chosen]) for engine, _ in self.members
-        ]
+        """Decode one batch of ``batch_size`` images for :meth:`timed_runs` (paths repeat if needed)."""
+        self._batches[batch_size] = self.predictor.decode([paths[i % len(paths)] for i in range(batch_size)])
 
     def timed_runs(self, batch_size: int, seconds: float, warmup: int, min_runs: int = 5) -> list[float]:
         """Wall seconds of each forward pass (every member, TTA views included) on the pre-decoded batch,
         repeated for at least ``seconds`` and ``min_runs`` runs after ``warmup`` untimed runs."""
         arrays = self._batches[batch_size]
-
-        def step() -> None:
-            for (engine, _), array in zip(self.members, arrays, strict=True):
-                self._probs(engine, array)
-
         for _ in range(warmup):
-            step()
+            self.predictor.forward(arrays)
         times: list[float] = []
         start = time.perf_counter()
         while len(times) < min_runs or time.perf_counter() - start < seconds:
             t0 = time.perf_counter()
-            step()
+            self.predictor.forward(arrays)
             times.append(time.perf_counter() - t0)
         return times
 
     def describe(self) -> dict[str, Any]:
-        """What ran (:func:`runtime.engines.describe_members`: every member of an ensemble) and the artifact size
-        in bytes (every member; an OpenVINO ``.xml`` counts with its ``.bin``)."""
-        info = describe_members([engine.describe() for engine, _ in self.members])
-        info["artifact_bytes"] = sum(artifact_bytes(engine.artifact) for engine, _ in self.members)
+        """What ran (:meth:`Predictor.describe`) and the artifact size in bytes (every member; an OpenVINO
+        ``.xml`` counts with its ``.bin``)."""
+        info = self.predictor.describe()
+        info["artifact_bytes"] = sum(artifact_bytes(engine.artifact) for engine in self.predictor.engines)
         return info
 
     def close(self) -> None:
         """Close every engine."""
-        for engine, _ in self.members:
-            engine.close()
+        self.predictor.close()
 
 
 def artifact_bytes(path: Path) -> int:
@@ -131,19 +98,6 @@ def artifact_bytes(path: Path) -> int:
     if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
         size += path.with_suffix(".bin").stat().st_size
     return size
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process in MiB: ``VmHWM`` from ``/proc/self/status`` on Linux (reset by
-    exec, unlike ``ru_maxrss``, which keeps the spawning parent's size), else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def torch_cuda_peak_mib() -> float | None:
@@ -163,7 +117,7 @@ def gpu_memory_mib(pid: int) -> float | None:
     return sum(used) if used else None
 
 
-def serve(conn: Any, members: list[dict[str, Any]], tta: str, device: str, threads: int | None) -> None:
+def serve(conn: Any, members: list[Member], tta: str, device: str, threads: int | None) -> None:
     """Child process: open the cell's engines, then answer ``(command, args)`` messages until ``close``.
 
     Replies are ``("ok", value)`` or ``("error", one-line reason)``. Commands: ``predict``, ``prepare``,
@@ -205,7 +159,7 @@ class CellProcess:
     """Parent side of one cell's worker process (``multiprocessing`` spawn, so CUDA and thread pools start
     clean). Every method raises :class:`CellFailed` with the reason when the cell fails or its process dies."""
 
-    def __init__(self, members: list[dict[str, Any]], tta: str, device: str, threads: int | None) -> None:
+    def __init__(self, members: list[Member], tta: str, device: str, threads: int | None) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=serve, args=(child, members, tta, device, threads), daemon=True)

@@ -1,5 +1,5 @@
-"""``python -m export``: see :mod:`export.export`."""
+"""``python -m export``: see :mod:`export.cli`."""
 
 from runtime.errors import run_module_main
 
-run_module_main("export.export", "train,cpu")
+run_module_main("export.cli", "train,cpu")

@@ -16,6 +16,7 @@ import onnx
 import timm
 import torch
 
+from runtime.engines.pytorch import fixed_input_size
 from runtime.errors import UserError
 from runtime.metadata import ONNX_META_KEY, ModelMeta
 
@@ -35,6 +36,44 @@ class LogitsAndFeatures(torch.nn.Module):
         """x: float32 (N, 3, H, W) -> (logits (N, K), features (N, D))."""
         f = self.model.forward_features(x)
         return self.model.forward_head(f, pre_logits=False), self.model.forward_head(f, pre_logits=True)
+
+
+def _check_request(meta: ModelMeta, opset: int, exporter: str, dynamic_hw: bool) -> None:
+    if opset < MIN_OPSET:
+        raise UserError(f"opset {opset} < {MIN_OPSET}: LayerNorm would not export as LayerNormalization")
+    if exporter not in EXPORTERS:
+        raise UserError(f"unknown exporter {exporter!r} (choose from {', '.join(EXPORTERS)})")
+    if dynamic_hw and fixed_input_size(meta.architecture):
+        raise UserError(
+            f"{meta.architecture} has a fixed input size (window/position embeddings): dynamic H/W would run at "
+            f"{meta.input_size[1]}x{meta.input_size[2]} only and fail at other sizes (timm#1844); "
+            "keep dynamic_hw: false"
+        )
+
+
+def _trace(wrapper: torch.nn.Module, meta: ModelMeta, out: Path, opset: int, exporter: str,
+           dynamic_hw: bool) -> onnx.ModelProto:  # fmt: skip
+    """The ONNX graph of ``wrapper`` (outputs ``logits``, ``features``) from the dynamo or TorchScript exporter."""
+    example = torch.randn(2, *meta.input_size)
+    names = {"input_names": ["input"], "output_names": ["logits", "features"]}
+    with torch.no_grad():
+        if exporter == "dynamo":
+            axes = {0: torch.export.Dim("batch", min=1, max=65536)}
+            if dynamic_hw:
+                axes.update(
+                    {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
+                )
+            program = torch.onnx.export(wrapper, (example,), dynamo=True, external_data=False, opset_version=opset,
+                                        dynamic_shapes=(axes,), optimize=True, **names)  # fmt: skip
+            return program.model_proto
+        tmp = out.with_suffix(".ts.onnx")
+        hw = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
+        torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
+                          dynamic_axes={"input": hw, "logits": {0: "batch"}, "features": {0: "batch"}},
+                          **names)  # fmt: skip
+        proto = onnx.load(str(tmp))
+        tmp.unlink()
+        return proto
 
 
 def export_onnx(
@@ -57,56 +96,10 @@ def export_onnx(
         UserError: unsupported opset or exporter, dynamic H/W on a fixed-size backbone, or an export whose
             axes did not come out as requested.
     """
-    if opset < MIN_OPSET:
-        raise UserError(f"opset {opset} < {MIN_OPSET}: LayerNorm would not export as LayerNormalization")
-    if exporter not in EXPORTERS:
-        raise UserError(f"unknown exporter {exporter!r} (choose from {', '.join(EXPORTERS)})")
-    if dynamic_hw and getattr(model, "pretrained_cfg", {}).get("fixed_input_size", False):
-        raise UserError(
-            f"{meta.architecture} has a fixed input size (window/position embeddings): dynamic H/W would run at "
-            f"{meta.input_size[1]}x{meta.input_size[2]} only and fail at other sizes (timm#1844); "
-            "keep dynamic_hw: false"
-        )
+    _check_request(meta, opset, exporter, dynamic_hw)
     out = Path(out)
-    wrapper = LogitsAndFeatures(model.cpu()).eval()
-    example = torch.randn(2, *meta.input_size)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    names = {"input_names": ["input"], "output_names": ["logits", "features"]}
-    with torch.no_grad():
-        if exporter == "dynamo":
-            axes = {0: torch.export.Dim("batch", min=1, max=65536)}
-            if dynamic_hw:
-                axes.update(
-                    {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
-                )
-            program = torch.onnx.export(
-                wrapper,
-                (example,),
-                dynamo=True,
-                external_data=False,
-                opset_version=opset,
-                dynamic_shapes=(axes,),
-                optimize=True,
-                **names,
-            )
-            proto = program.model_proto
-        else:
-            tmp = out.with_suffix(".ts.onnx")
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                dynamic_axes={
-                    "input": {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"},
-                    "logits": {0: "batch"},
-                    "features": {0: "batch"},
-                },
-                **names,
-            )
-            proto = onnx.load(str(tmp))
-            tmp.unlink()
+    proto = _trace(LogitsAndFeatures(model.cpu()).eval(), meta, out, opset, exporter, dynamic_hw)
     _check_shapes(proto, meta, dynamic_hw)
     meta.export = {
         "format": "onnx",

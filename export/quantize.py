@@ -6,6 +6,19 @@ the runtime's own eval transform. On x86 the types decide the speed: unsigned ac
 (U8S8) use the VNNI kernels, while the library default S8S8 gave no gain over FP32 in the field notes' run;
 TensorRT needs symmetric signed activations (S8S8), so the TensorRT target asks for those.
 
+Calibration streams: the reader has ``__len__`` and ``set_range`` and ``quantize_static`` gets
+``CalibStridedMinMax = stride``, so ONNX Runtime collects ``stride`` images, reduces them to ranges (MinMax) or
+merges them into its histograms (entropy, percentile), and drops them before the next stride; memory does not grow
+with the number of calibration images (``CalibMaxIntermediateOutputs`` is not used: it drops data unreduced,
+onnxruntime#18893). ``export.budget`` chooses the stride.
+
+Transformers stay transformers: LayerNormalization, Softmax, GELU and Erf are kept in float (they are left out of
+``op_types_to_quantize``), and MatMuls whose two inputs are both activations (attention ``q @ k^T`` and
+``attn @ v``) are excluded by node name and run in float. Quantizing them would put asymmetric u8 scales on both
+operands, where the softmax output (in [0, 1], most mass near 0) and the keys lose most of their resolution, and
+ONNX Runtime's CPU kernels have no fast u8 x u8 path for them, so the INT8 model would be less accurate and not
+faster. Weight MatMuls (QKV, projections, MLP) and every Conv/Gemm are quantized as before.
+
 FP16 uses ``onnxruntime.transformers.float16.convert_float_to_float16`` (the onnxconverter-common algorithm
 bundled with ONNX Runtime) with ``keep_io_types=True`` and LayerNormalization / Softmax (and their reductions)
 kept in FP32, where FP16 overflows in ViT/Swin (TensorRT#2709, #4355).
@@ -21,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.registry import QDQRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
@@ -36,10 +50,15 @@ CALIBRATION_METHODS = {
 QUANT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 #: ops kept in FP32 by :func:`convert_fp16` besides ONNX Runtime's default block list
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf")
+#: ops the INT8 model keeps in float (besides every op ONNX Runtime's QDQ quantizer does not handle)
+INT8_FLOAT_OPS = ("LayerNormalization", "Softmax", "Gelu", "Erf")
+#: op types quantized to INT8
+INT8_OPS = tuple(sorted(set(QDQRegistry) - set(INT8_FLOAT_OPS)))
 
 
 class ImageCalibrationReader(CalibrationDataReader):
-    """Feeds preprocessed real images to ONNX Runtime's calibrator, ``batch_size`` at a time.
+    """Feeds preprocessed real images to ONNX Runtime's calibrator, ``batch_size`` at a time, from the range set
+    by ``set_range`` (all images until then): ONNX Runtime's strided calibration reads one range per stride.
 
     Args:
         paths: image files (e.g. the first N training images).
@@ -50,17 +69,54 @@ class ImageCalibrationReader(CalibrationDataReader):
     def __init__(self, paths: Sequence[str | os.PathLike], meta: ModelMeta, input_name: str, batch_size: int = 16):
         self.paths, self.meta, self.input_name, self.batch_size = list(paths), meta, input_name, batch_size
         self._batches: Iterator[np.ndarray] | None = None
+        self._range = (0, len(self.paths))
+
+    def __len__(self) -> int:
+        """Number of calibration images."""
+        return len(self.paths)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Read images ``start_index:end_index`` next (from the first of them)."""
+        self._range = (start_index, end_index)
+        self._batches = None
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next ``{input_name: float32 (n, 3, H, W)}`` or ``None`` when the images are exhausted."""
         if self._batches is None:
-            self._batches = iter_batches(self.paths, self.meta, self.batch_size)
+            start, end = self._range
+            self._batches = iter_batches(self.paths[start:end], self.meta, self.batch_size)
         batch = next(self._batches, None)
         return None if batch is None else {self.input_name: batch}
 
     def rewind(self) -> None:
         """Start again from the first image."""
         self._batches = None
+
+
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes of ``model`` whose two inputs are both activations (neither an initializer nor a
+    Constant's output): attention ``q @ k^T`` and ``attn @ v``. Unnamed nodes are named first (in place)."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    names = []
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+        if node.op_type == "MatMul" and not any(x in constants for x in node.input):
+            names.append(node.name)
+    return names
+
+
+def _check_int8_args(method: str, activation_type: str, weight_type: str, images: int, stride: int | None) -> None:
+    if method not in CALIBRATION_METHODS:
+        raise UserError(f"unknown calibration method {method!r} (choose from {', '.join(CALIBRATION_METHODS)})")
+    for name, value in (("activation_type", activation_type), ("weight_type", weight_type)):
+        if value not in QUANT_TYPES:
+            raise UserError(f"{name} must be one of {', '.join(QUANT_TYPES)}, got {value!r}")
+    if not images:
+        raise UserError("INT8 calibration needs at least one image")
+    if stride is not None and (stride < 1 or images % stride):
+        raise UserError(f"calibration stride {stride} must divide the {images} calibration images")
 
 
 def quantize_int8(
@@ -73,40 +129,53 @@ def quantize_int8(
     weight_type: str = "int8",
     per_channel: bool = True,
     symmetric_activations: bool = False,
+    stride: int | None = None,
+    batch_size: int = 16,
 ) -> dict[str, object]:
     """Write a static-INT8 QDQ model of ``fp32_onnx`` to ``out``; returns the settings used (for metadata).
 
+    Args:
+        stride: calibration images reduced at a time (``CalibStridedMinMax``; must divide their number);
+            ``None``: all at once (memory grows with the count for histogram methods).
+        batch_size: images per calibration forward pass (at most ``stride``).
+
     Raises:
-        UserError: unknown method or type, or no calibration images.
+        UserError: unknown method or type, no calibration images, or a stride that does not divide their count.
     """
-    if method not in CALIBRATION_METHODS:
-        raise UserError(f"unknown calibration method {method!r} (choose from {', '.join(CALIBRATION_METHODS)})")
-    for name, value in (("activation_type", activation_type), ("weight_type", weight_type)):
-        if value not in QUANT_TYPES:
-            raise UserError(f"{name} must be one of {', '.join(QUANT_TYPES)}, got {value!r}")
-    if not calibration_paths:
-        raise UserError("INT8 calibration needs at least one image")
+    _check_int8_args(method, activation_type, weight_type, len(calibration_paths), stride)
     with tempfile.TemporaryDirectory(prefix="quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=False)
+        model = onnx.load(str(prepared))
+        float_matmuls = activation_matmuls(model)
+        onnx.save_model(model, str(prepared))
+        del model
+        extra: dict[str, object] = {"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True}
+        if stride is not None:
+            extra["CalibStridedMinMax"] = stride
         quantize_static(
             str(prepared),
             str(out),
-            ImageCalibrationReader(calibration_paths, meta, "input"),
+            ImageCalibrationReader(calibration_paths, meta, "input", min(batch_size, stride or batch_size)),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=QUANT_TYPES[activation_type],
             weight_type=QUANT_TYPES[weight_type],
             calibrate_method=CALIBRATION_METHODS[method],
-            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
+            op_types_to_quantize=list(INT8_OPS),
+            nodes_to_exclude=float_matmuls,
+            extra_options=extra,
         )
     return {
         "calibration_method": method,
         "calibration_images": len(calibration_paths),
+        "calibration_stride": stride or len(calibration_paths),
         "activation_type": activation_type,
         "weight_type": weight_type,
         "per_channel": per_channel,
         "format": "QDQ",
+        "float_ops": list(INT8_FLOAT_OPS),
+        "float_activation_matmuls": len(float_matmuls),
     }
 
 

@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from runtime.atomic import atomic_path, write_text
 from runtime.engines.trt_checks import (
@@ -85,6 +86,45 @@ def _entropy_calibrator(trt: object, paths: Sequence[Path], meta: ModelMeta, bat
     return Calibrator()
 
 
+def _parse(trt: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any, Any]:
+    """(builder, network, parser) with ``onnx_path`` parsed into the network.
+
+    Raises:
+        UserError: the parser rejects the file (its first error).
+    """
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        first = parser.get_error(0).desc() if parser.num_errors else "unknown error"
+        raise UserError(f"{onnx_path}: TensorRT cannot parse the ONNX ({first})")
+    return builder, network, parser
+
+
+def _builder_config(trt: Any, builder: Any, plan: Any, meta: ModelMeta, batch: Sequence[int], workspace_mib: int,
+                    cache_file: Path | None, calibration: tuple[Sequence[Path], Path]) -> Any:  # fmt: skip
+    """Builder config: workspace limit, detailed profiling (for the layer-precision check), the batch profile,
+    the plan's precision flags, the INT8 calibrator where the plan needs one (``calibration``: images and cache
+    file) and the timing cache."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    shapes = profile_shapes(meta.input_size, batch)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    for flag in plan.flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if plan.calibrator:
+        paths, calib_cache = calibration
+        config.int8_calibrator = _entropy_calibrator(trt, paths, meta, shapes["opt"][0], calib_cache)
+        config.set_calibration_profile(profile)
+    if cache_file is not None:
+        cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    return config
+
+
 def build_engine(
     sources: dict[str, Path],
     out_engine: str | os.PathLike,
@@ -110,32 +150,12 @@ def build_engine(
     from runtime.engines import cuda
 
     plan = build_plan(trt_major(trt.__version__), precision)
-    onnx_path = sources[plan.source]
+    onnx_path, out_engine = sources[plan.source], Path(out_engine)
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        first = parser.get_error(0).desc() if parser.num_errors else "unknown error"
-        raise UserError(f"{onnx_path}: TensorRT cannot parse the ONNX ({first})")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    shapes = profile_shapes(meta.input_size, batch)
-    profile = builder.create_optimization_profile()
-    profile.set_shape("input", shapes["min"], shapes["opt"], shapes["max"])
-    config.add_optimization_profile(profile)
-    for flag in plan.flags:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    out_engine = Path(out_engine)
-    if plan.calibrator:
-        cache = out_engine.with_suffix(".calib")
-        config.int8_calibrator = _entropy_calibrator(trt, calibration_paths, meta, shapes["opt"][0], cache)
-        config.set_calibration_profile(profile)
+    builder, network, _parser = _parse(trt, logger, onnx_path)  # the parser owns weights the network refers to
     cache_file = Path(timing_cache) if timing_cache else None
-    if cache_file is not None:
-        cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    config = _builder_config(trt, builder, plan, meta, batch, workspace_mib, cache_file,
+                             (calibration_paths, out_engine.with_suffix(".calib")))  # fmt: skip
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError(f"{onnx_path}: TensorRT build failed (see the log above)")
@@ -164,3 +184,12 @@ def build_engine(
         tmp.write_bytes(bytes(serialized))
     write_text(sidecar_path(out_engine), json.dumps(sidecar.to_dict(), indent=2) + "\n")
     return export_fields
+
+
+def record_verification(engine_path: Path, result: dict[str, Any]) -> None:
+    """Store a verification result in the engine's sidecar (``export.verification``, as ONNX artifacts carry it
+    in their metadata), so the runtime warns about an engine installed despite failing its gate."""
+    path = sidecar_path(engine_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("export", {})["verification"] = result
+    write_text(path, json.dumps(data, indent=2) + "\n")

@@ -19,9 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from export.config import add_common_args, config_from_args
+from runtime.artifacts import ARTIFACT_FILES
 from runtime.atomic import write_text
+from runtime.dataset import labelled_indices
+from runtime.engines import engine_class
 from runtime.engines.base import Engine
 from runtime.errors import ArgumentParser, UserError, description, one_line, run_cli
+from runtime.metrics import f1_gate_text, f1_micro_macro, passes_f1_gate
 from runtime.pipeline import iter_batches
 
 
@@ -73,17 +78,17 @@ def judge(
         ``candidate_f1_micro`` (micro-F1 equals accuracy for single-label data), ``f1_delta``, ``gate`` (text)
         and ``passed``.
     """
-    y = np.asarray(targets)
-    ref_f1 = float(np.mean(reference.argmax(1) == y))
-    cand_f1 = float(np.mean(candidate.argmax(1) == y))
+    y, k = np.asarray(targets), reference.shape[1]
+    ref_f1 = f1_micro_macro(y, reference.argmax(1), k)[0]
+    cand_f1 = f1_micro_macro(y, candidate.argmax(1), k)[0]
     result: dict[str, Any] = {"images": len(y), "precision": precision, **compare_logits(reference, candidate)}
     result.update(reference_f1_micro=ref_f1, candidate_f1_micro=cand_f1, f1_delta=cand_f1 - ref_f1)
     if precision == "fp32":
         result["gate"] = f"top-1 agreement >= {gates.min_agreement:.2%}"
         result["passed"] = result["top1_agreement"] >= gates.min_agreement
     else:
-        result["gate"] = f"micro-F1 >= {gates.min_f1_ratio:.0%} of FP32 ({gates.min_f1_ratio * ref_f1:.4f})"
-        result["passed"] = cand_f1 >= gates.min_f1_ratio * ref_f1
+        result["gate"] = f1_gate_text(ref_f1, gates.min_f1_ratio)
+        result["passed"] = passes_f1_gate(cand_f1, ref_f1, gates.min_f1_ratio)
     return result
 
 
@@ -112,10 +117,63 @@ def update_record(model_dir: Path, results: dict[str, dict[str, Any]], replace: 
     return path
 
 
+def record_key(rel: str, engine: str) -> str:
+    """``verify.json`` key of an artifact checked with ``engine``: the file name for the engine the file is made
+    for (the first one listed in ``ARTIFACT_FILES``), ``"<file> (<engine>)"`` for another engine reading it."""
+    primary = next(e for (e, _), r in ARTIFACT_FILES.items() if r == rel)
+    return rel if engine == primary else f"{rel} ({engine})"
+
+
+def installed_artifacts(model_dir: Path) -> list[tuple[str, str, str]]:
+    """(relative file, engine, precision) for every exported artifact x engine that reads it in ``model_dir``."""
+    return [
+        (rel, engine, precision)
+        for (engine, precision), rel in ARTIFACT_FILES.items()
+        if engine != "torch" and (model_dir / rel).is_file()
+    ]
+
+
+@dataclasses.dataclass
+class Reference:
+    """The FP32 checkpoint's view of the verification set: image ``paths``, their class indices ``targets`` and
+    the checkpoint's float32 (N, K) ``logits``."""
+
+    paths: list[Path]
+    targets: list[int]
+    logits: np.ndarray
+
+    @classmethod
+    def of(cls, engine: Engine, paths: list[Path], targets: list[int], batch_size: int) -> Reference:
+        """The reference logits of ``engine`` (the FP32 checkpoint) on ``paths``."""
+        return cls(paths, targets, collect_logits(engine, paths, batch_size))
+
+
+@dataclasses.dataclass
+class Verifier:
+    """Checks artifacts against a :class:`Reference` (the one verification loop of ``export`` and
+    ``export.verify``): ``batch_size`` images per forward pass, ``threads`` intra-op threads."""
+
+    reference: Reference
+    gates: Gates
+    batch_size: int = 32
+    threads: int | None = None
+
+    def check(self, artifact: Path, engine_name: str, precision: str, key: str) -> dict[str, Any]:
+        """Run ``artifact`` with ``engine_name`` on the reference images, apply the gate of ``precision`` and print
+        the result line; returns :func:`judge`'s dict.
+
+        Raises:
+            UserError: the engine cannot open or run the artifact.
+        """
+        with engine_class(engine_name)(artifact, threads=self.threads) as engine:
+            logits = collect_logits(engine, self.reference.paths, self.batch_size)
+        result = judge(self.reference.logits, logits, self.reference.targets, precision, self.gates)
+        print(summary_line(key, result), file=sys.stderr)
+        return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m export.verify``: re-verify every artifact of a model; exit 2 if any fails its gate."""
-    from export.export import add_common_args, config_from_args, installed_artifacts, record_key, verification_set
-    from runtime.engines import create_engine
     from runtime.engines.pytorch import TorchEngine
 
     p = ArgumentParser(prog="python -m export.verify", description=description(__doc__))
@@ -126,18 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = model_dir / "best.pt"
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: not found; run `make train MODEL={args.model}` first")
-    with TorchEngine(checkpoint, threads=cfg.threads) as reference:
-        paths, targets = verification_set(cfg, reference.meta.class_names)
-        ref_logits = collect_logits(reference, paths, cfg.batch_size)
+    with TorchEngine(checkpoint, threads=cfg.threads) as torch_engine:
+        paths, targets = labelled_indices(cfg.data, cfg.verify_csv, torch_engine.meta.class_names, cfg.verify_images)
+        reference = Reference.of(torch_engine, paths, targets, cfg.batch_size)
+    verifier = Verifier(reference, Gates(cfg.min_agreement, cfg.min_f1_ratio), cfg.batch_size, cfg.threads)
     results, failed = {}, []
-    gates = Gates(cfg.min_agreement, cfg.min_f1_ratio)
     for rel, engine_name, precision in installed_artifacts(model_dir):
         key = record_key(rel, engine_name)
         try:
-            with create_engine(engine_name, model_dir / rel, threads=cfg.threads) as engine:
-                cand = collect_logits(engine, paths, cfg.batch_size)
-            results[key] = judge(ref_logits, cand, targets, precision, gates)
-            print(summary_line(key, results[key]), file=sys.stderr)
+            results[key] = verifier.check(model_dir / rel, engine_name, precision, key)
         except UserError as exc:  # a broken or foreign file fails its check
             results[key] = {"precision": precision, "passed": False, "error": one_line(exc)}
             print(f"FAIL {key}: {one_line(exc)}", file=sys.stderr)

@@ -152,3 +152,76 @@ def encode_labels(labels: list[str], class_names: list[str], source: str) -> lis
     if unknown:
         raise UserError(f"{source}: label {unknown[0]!r} is not in the class map ({len(class_names)} classes)")
     return [index[lbl] for lbl in labels]
+
+
+def discover_inputs(
+    data: str | os.PathLike | None, csv: str | os.PathLike | None, images: str | os.PathLike | None
+) -> tuple[list[str], Path]:
+    """(image ids in input order, image folder) of a prediction's input: a contest-layout dataset ``data``
+    (``csv`` inside it, default ``test.csv``; images in :func:`image_dir_for`), a CSV with an ``image_id``
+    column plus its image folder ``images``, or a folder ``images`` alone (every image under it, sorted by path).
+
+    Raises:
+        UserError: missing folders or CSV, no input given, or a folder without images.
+    """
+    if data is None and csv is None and images is None:
+        raise UserError("give --data (contest layout), --csv with --images, or --images alone (a folder)")
+    if data is None and csv is None:
+        from PIL import Image
+
+        folder = require_dir(images, "image folder")
+        exts = {e.lower() for e, f in Image.registered_extensions().items() if f in Image.OPEN}
+        ids = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        if not ids:
+            raise UserError(f"{folder}: no image files found")
+        return ids, folder
+    base = require_dir(data) if data is not None else Path(".")
+    csv_path = base / (csv or "test.csv")
+    ids = read_csv(csv_path, allow_empty_ids=True)[ID_COLUMN].tolist()
+    if images is not None:
+        folder = Path(images)
+    elif data is not None:
+        folder = image_dir_for(base, csv_path.name)
+    else:
+        raise UserError("--csv without --data needs --images (the folder the ids are in)")
+    return ids, require_dir(folder, "image folder")
+
+
+def labelled_images(
+    data: str | os.PathLike, csv_name: str, labels_csv: str | None = None, limit: int | None = None
+) -> tuple[list[Path], list[str]]:
+    """Image paths and labels of ``<data>/<csv_name>`` in file order (the first ``limit`` rows): labels from
+    the CSV's own ``label`` column, or from ``<data>/<labels_csv>`` (e.g. ``test.csv`` + ``test_labels.csv``).
+    Images are looked up in :func:`image_dir_for`; encode labels with :func:`encode_labels`.
+
+    Raises:
+        UserError: missing dataset, CSV or image folder, no image ids, or an image without a label.
+    """
+    data = require_dir(data)
+    df = read_csv(data / csv_name, require_label=labels_csv is None)
+    if limit is not None:
+        df = df.head(limit)
+    ids = df[ID_COLUMN].tolist()
+    if not ids:
+        raise UserError(f"{data / csv_name}: no image ids")
+    if labels_csv is None:
+        labels = df[LABEL_COLUMN].tolist()
+    else:
+        truth = read_csv(data / labels_csv, require_label=True).set_index(ID_COLUMN)[LABEL_COLUMN]
+        missing = [i for i in ids if i not in truth.index]
+        if missing:
+            raise UserError(f"{data / labels_csv}: no label for image {missing[0]!r} of {csv_name}")
+        labels = truth.loc[ids].tolist()
+    return image_paths(require_dir(image_dir_for(data, csv_name), "image folder"), ids), labels
+
+
+def labelled_indices(
+    data: str | os.PathLike, csv_name: str, class_names: list[str], limit: int | None = None
+) -> tuple[list[Path], list[int]]:
+    """:func:`labelled_images` with the labels encoded as indices into ``class_names``.
+
+    Raises:
+        UserError: what :func:`labelled_images` raises, or a label that is not one of ``class_names``.
+    """
+    paths, labels = labelled_images(data, csv_name, limit=limit)
+    return paths, encode_labels(labels, class_names, str(Path(data) / csv_name))

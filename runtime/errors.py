@@ -8,6 +8,9 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+#: exit status of a prediction or feature run that skipped unreadable inputs (listed in its errors file)
+EXIT_SKIPPED = 3
+
 
 class UserError(Exception):
     """A problem with the user's input (file, config, CSV, image, artifact).

@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from runtime.artifacts import PRECISIONS
 from runtime.atomic import atomic_path, check_replaceable
-from runtime.dataset import read_csv, resolve_ids
-from runtime.engines import ENGINE_NAMES, create_engine
-from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
-from runtime.pipeline import stream_batches
-from runtime.predict import EXIT_SKIPPED, load_inputs
+from runtime.dataset import discover_inputs, read_csv, resolve_ids
+from runtime.engines import ENGINE_NAMES
+from runtime.errors import EXIT_SKIPPED, ArgumentParser, UserError, description, positive_int, run_cli
+from runtime.members import Member
+from runtime.predictor import Predictor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m runtime.features", description=description(__doc__))
     p.add_argument("--engine", choices=ENGINE_NAMES, default="onnx", help="backend (default: onnx)")
     p.add_argument("--model", required=True, help="artifact file, or a model folder such as artifacts/<model>")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="artifact precision in a model folder")
+    p.add_argument("--precision", choices=PRECISIONS, help="artifact precision in a model folder")
     p.add_argument("--data", help="dataset folder in the contest layout")
     p.add_argument("--csv", help="CSV with image_id (and label) inside --data or a path (default: test.csv)")
     p.add_argument("--images", help="image folder (default from the layout); alone: every image in it")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.resolve() == Path.cwd().resolve() or out.name in ("", ".", ".."):
         raise UserError(f"{args.out}: give a folder of its own for the features")
     check_replaceable(out)  # before minutes of work, not after
-    ids, image_dir = load_inputs(args)
+    ids, image_dir = discover_inputs(args.data, args.csv, args.images)
     labels = [""] * len(ids)
     if args.csv or args.data:
         df = read_csv(Path(args.data or ".") / (args.csv or "test.csv"))
@@ -57,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             labels = df["label"].tolist()
     items = resolve_ids(image_dir, ids)
     chunks, rows, errors = [], [], []
-    engine = create_engine(args.engine, args.model, device=args.device, threads=args.threads, precision=args.precision)
+    predictor = Predictor([Member(args.model, args.engine, args.precision)], device=args.device, threads=args.threads)
     bar = tqdm(total=len(ids), unit="img", desc="features", disable=None if not args.no_progress else True)
-    with engine, bar:
-        for batch in stream_batches(items, engine.meta, args.batch_size, args.workers, skip_errors=True):
-            if batch.array is not None:
-                chunks.append(engine.run_features(batch.array))
+    with predictor, bar:
+        for batch, feats in predictor.stream(items, args.batch_size, args.workers, skip_errors=True, features=True):
+            if feats is not None:
+                chunks.append(feats)
                 rows.extend(batch.ok)
             errors.extend(batch.errors)
             bar.update(batch.count)

@@ -3,7 +3,6 @@ then converted atomically to the requested format, with unreadable inputs listed
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import shutil
@@ -13,8 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from runtime import gallery
 from runtime.atomic import atomic_path
 from runtime.errors import UserError
+from runtime.gallery import Figure
 
 FORMATS = ("csv", "jsonl", "parquet")
 #: columns of the partial file that never reach the final output
@@ -211,20 +212,8 @@ def write_gallery(folder: str | os.PathLike, rows: pd.DataFrame, image_dir: Path
                     name = f"{n}_{name}"
                 used.add(name)
                 shutil.copyfile(image_dir / image_id, tmp / label / name)
-                src = html.escape(urllib.parse.quote(f"{label}/{name}"), quote=True)
-                figures.append(
-                    f'<figure><img src="{src}" loading="lazy" alt=""><figcaption>{html.escape(image_id)}'
-                    f"<br>{conf:.1%}</figcaption></figure>"
-                )
-            sections.append(f"<h2>{html.escape(label)} ({len(group)})</h2>\n<div class=g>{''.join(figures)}</div>")
-        style = (
-            "body{font-family:sans-serif;margin:1em}.g{display:flex;flex-wrap:wrap;gap:8px}"
-            "figure{margin:0;width:160px;font-size:12px;word-break:break-all}img{width:160px;height:160px;"
-            "object-fit:contain;background:#eee}"
-        )
-        page = (
-            f"<!doctype html><html><head><meta charset=utf-8><title>Predictions</title><style>{style}</style>"
-            f"</head><body><h1>Predictions: {len(rows)} images</h1>\n" + "\n".join(sections) + "</body></html>\n"
-        )
+                figures.append(Figure(urllib.parse.quote(f"{label}/{name}"), [image_id, f"{conf:.1%}"]))
+            sections.append(gallery.grid(f"{label} ({len(group)})", figures))
+        page = gallery.page(f"Predictions: {len(rows)} images", sections)
         (tmp / "index.html").write_text(page, encoding="utf-8")
     return folder / "index.html"

@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from runtime.engines.base import Engine
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
 from runtime.preprocess import preprocess_image
@@ -116,29 +114,6 @@ def iter_batches(
     for batch in stream_batches(paths, meta, batch_size, workers):
         assert batch.array is not None
         yield batch.array
-
-
-def predict_logits(
-    engine: Engine,
-    paths: Sequence[str | os.PathLike],
-    batch_size: int = 32,
-    workers: int = 2,
-    progress: bool = True,
-    desc: str = "predict",
-) -> np.ndarray:
-    """Logits for every path, in order: float32 (len(paths), num_classes).
-
-    Raises:
-        runtime.preprocess.ImageError: an image cannot be read.
-    """
-    out = np.empty((len(paths), engine.meta.num_classes), dtype=np.float32)
-    done = 0
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=None if progress else True, leave=False) as bar:
-        for batch in iter_batches(paths, engine.meta, batch_size, workers):
-            out[done : done + len(batch)] = engine.run(batch)
-            done += len(batch)
-            bar.update(len(batch))
-    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

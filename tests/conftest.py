@@ -62,9 +62,9 @@ def tiny_model(elpv_small: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     Returns the paths: ``work`` (folder holding ``artifacts/``, ``runs/``), ``artifacts`` (the model folder),
     ``config`` (its YAML) and ``data``.
     """
-    from export.export import main as export_main
+    from export.cli import main as export_main
     from runtime.errors import run_cli
-    from train.train import main as train_main
+    from train.cli import main as train_main
 
     work = tmp_path_factory.mktemp("work")
     config = work / "tiny.yaml"

@@ -1,5 +1,5 @@
-"""``python -m train``: see :mod:`train.train`."""
+"""``python -m train``: see :mod:`train.cli`."""
 
 from runtime.errors import run_module_main
 
-run_module_main("train.train", "train")
+run_module_main("train.cli", "train")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import html
 import io
 import shutil
 import sys
@@ -22,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from runtime import gallery
 from runtime.atomic import atomic_path, write_text
 from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import read_csv, require_dir, require_unique_ids
 from runtime.errors import ArgumentParser, UserError, description, run_cli, short_reason
+from runtime.gallery import Figure
 from runtime.preprocess import open_rgb
 from train.outliers import METHODS, run_method
 
@@ -140,23 +141,20 @@ def _thumbnail(path: Path, size: int = 112) -> str:
 
 
 def gallery_html(scores: pd.DataFrame, methods: list[str], images: Path) -> str:
-    """Self-contained HTML: for each method, its flagged images grouped by class and sorted by score."""
-    parts = ["<!doctype html><html><head><meta charset=utf-8><title>Flagged images</title><style>"
-             "body{font-family:sans-serif;margin:1em}.g{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;"
-             "width:120px;font-size:11px;word-break:break-all}img{width:112px;height:112px;object-fit:contain;"
-             "background:#eee}</style></head><body><h1>Flagged images</h1>"]  # fmt: skip
+    """Self-contained HTML (:mod:`runtime.gallery`): for each method, its flagged images grouped by class and
+    sorted by score."""
+    sections = []
     for method in methods:
         flagged = scores[scores[f"{method}_flag"]]
-        parts.append(f"<h2>{html.escape(method)}: {len(flagged)} flagged</h2>")
+        sections.append(gallery.heading(f"{method}: {len(flagged)} flagged"))
         for label, group in flagged.sort_values(f"{method}_score", ascending=False).groupby("label", sort=True):
-            figs = []
-            for _, row in group.iterrows():
-                note = f"<br>suggested: {html.escape(row['suggested_label'])}" if method == "label_issues" else ""
-                src = _thumbnail(images / row["image_id"])
-                figs.append(f'<figure><img src="{src}" alt=""><figcaption>{html.escape(row["image_id"])}<br>'
-                            f"score {row[f'{method}_score']:.3f}{note}</figcaption></figure>")  # fmt: skip
-            parts.append(f"<h3>{html.escape(label)} ({len(group)})</h3><div class=g>{''.join(figs)}</div>")
-    return "\n".join(parts) + "</body></html>\n"
+            figures = [
+                Figure(_thumbnail(images / row["image_id"]), [row["image_id"], f"score {row[f'{method}_score']:.3f}"]
+                       + ([f"suggested: {row['suggested_label']}"] if method == "label_issues" else []))
+                for _, row in group.iterrows()
+            ]  # fmt: skip
+            sections.append(gallery.grid(f"{label} ({len(group)})", figures, level=3))
+    return gallery.page("Flagged images", sections, thumb_px=112)
 
 
 def clean(cfg: CleanConfig) -> pd.DataFrame:

@@ -11,6 +11,7 @@ foreign) the report gives AUROC, average precision and precision@k (k = number i
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -23,9 +24,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from runtime.atomic import atomic_path, write_text
 from runtime.dataset import read_csv, require_dir, resolve_ids
-from runtime.engines import create_engine
 from runtime.errors import ArgumentParser, UserError, description, positive_int
-from runtime.pipeline import stream_batches
+from runtime.members import Member
+from runtime.predictor import Predictor
 from train.outliers import METHODS, run_method
 
 KINDS = ("mislabeled", "scattered_foreign", "clustered_foreign")
@@ -70,6 +71,68 @@ def evaluate_scores(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     }
 
 
+@dataclasses.dataclass
+class Injection:
+    """A training set with injected junk: ``ids`` (the training images, then the foreign ones), their
+    ``labels`` (flipped or random where injected), ``kinds`` (``clean`` or a :data:`KINDS` name) and the foreign
+    images to write (``name -> image``)."""
+
+    ids: list[str]
+    labels: list[str]
+    kinds: list[str]
+    foreign: dict[str, Image.Image]
+
+
+def inject(train: pd.DataFrame, flip: float, foreign: float, seed: int) -> Injection:
+    """Flip ``flip`` of the labels to another class and add ``foreign`` of foreign images (half scattered, half
+    clustered, :func:`foreign_images`) with random labels; seeded."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(set(train["label"]))
+    labels, kinds = [str(v) for v in train["label"]], ["clean"] * len(train)
+    for i in rng.choice(len(train), round(len(train) * flip), replace=False):
+        labels[i], kinds[i] = str(rng.choice([c for c in classes if c != labels[i]])), "mislabeled"
+    n_foreign = round(len(train) * foreign)
+    images: dict[str, Image.Image] = {}
+    for kind, found in foreign_images(n_foreign - n_foreign // 2, n_foreign // 2, seed).items():
+        for j, img in enumerate(found):
+            images[f"{kind}_{j:03d}.png"] = img
+            labels.append(str(rng.choice(classes)))
+            kinds.append(kind)
+    return Injection([*train["image_id"], *images], labels, kinds, images)
+
+
+def injected_features(injection: Injection, data: Path, model: str, engine: str) -> np.ndarray:
+    """float32 (N, D) features of every image of ``injection`` (training images from ``data/train``) through the
+    runtime's :class:`runtime.predictor.Predictor`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, img in injection.foreign.items():
+            img.save(folder / name)
+        for image_id in injection.ids[: len(injection.ids) - len(injection.foreign)]:
+            (folder / image_id).symlink_to((data / "train" / image_id).resolve())
+        with Predictor([Member(model, engine)]) as predictor:
+            stream = predictor.stream(resolve_ids(folder, injection.ids), 64, features=True)
+            return np.concatenate([f for _, f in stream if f is not None])
+
+
+def score_methods(injection: Injection, features: np.ndarray, flag_fraction: float, knn_k: int,
+                  seed: int) -> list[dict]:  # fmt: skip
+    """For each method x kind: ``method``, ``kind``, ``injected`` and :func:`evaluate_scores` against the clean
+    images."""
+    classes = sorted(set(injection.labels))
+    y = np.array([classes.index(c) for c in injection.labels])
+    kinds = np.array(injection.kinds)
+    rows = []
+    for method in METHODS:
+        result = run_method(method, features, y, flag_fraction, knn_k, seed)
+        for kind in KINDS:
+            subset = (kinds == "clean") | (kinds == kind)
+            truth = (kinds[subset] == kind).astype(int)
+            rows.append({"method": method, "kind": kind, "injected": int(truth.sum()),
+                         **evaluate_scores(truth, result.scores[subset])})  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train.clean --evaluate``."""
     p = ArgumentParser(prog="python -m train.clean --evaluate", description=description(__doc__))
@@ -87,49 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--flip and --foreign must be in (0, 1), --flag-fraction in [0, 1), --seed >= 0")
     data = require_dir(args.data)
     train = read_csv(data / "train.csv", require_label=True)
-    rng = np.random.default_rng(args.seed)
-    classes = sorted(set(train["label"]))
-    labels = train["label"].to_numpy(dtype=object).copy()
-    flipped = rng.choice(len(train), round(len(train) * args.flip), replace=False)
-    for i in flipped:
-        labels[i] = rng.choice([c for c in classes if c != labels[i]])
-    n_foreign = round(len(train) * args.foreign)
-    extra = foreign_images(n_foreign - n_foreign // 2, n_foreign // 2, args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        ids, kinds = list(train["image_id"]), ["clean"] * len(train)
-        for i in flipped:
-            kinds[i] = "mislabeled"
-        for kind, images in extra.items():
-            for j, img in enumerate(images):
-                name = f"{kind}_{j:03d}.png"
-                img.save(folder / name)
-                ids.append(name)
-                kinds.append(kind)
-                labels = np.append(labels, rng.choice(classes))
-        for image_id in train["image_id"]:
-            (folder / image_id).symlink_to((data / "train" / image_id).resolve())
-        with create_engine(args.engine, args.model) as engine:
-            chunks = [engine.run_features(b.array) for b in stream_batches(resolve_ids(folder, ids), engine.meta, 64)]
-    features = np.concatenate(chunks)
-    y = np.array([classes.index(c) for c in labels])
-    kinds_arr = np.array(kinds)
-    rows = []
-    for method in METHODS:
-        result = run_method(method, features, y, args.flag_fraction, args.knn_k, args.seed)
-        for kind in KINDS:
-            subset = (kinds_arr == "clean") | (kinds_arr == kind)
-            truth = (kinds_arr[subset] == kind).astype(int)
-            rows.append({"method": method, "kind": kind, "injected": int(truth.sum()),
-                         **evaluate_scores(truth, result.scores[subset])})  # fmt: skip
-    table = pd.DataFrame(rows)
+    injection = inject(train, args.flip, args.foreign, args.seed)
+    features = injected_features(injection, data, args.model, args.engine)
+    rows = score_methods(injection, features, args.flag_fraction, args.knn_k, args.seed)
     out = Path(args.out)
     with atomic_path(out / "report.csv", suffix=".csv") as tmp_csv:
-        table.to_csv(tmp_csv, index=False)
+        pd.DataFrame(rows).to_csv(tmp_csv, index=False)
+    count = {k: injection.kinds.count(k) for k in KINDS}
     lines = [f"# Cleaning methods on ELPV by injection (seed {args.seed})", "",
-             f"{len(train)} training images; {len(flipped)} labels flipped ({args.flip:.0%}); {n_foreign} foreign "
-             f"images added ({args.foreign:.0%}: {len(extra['scattered_foreign'])} scattered, "
-             f"{len(extra['clustered_foreign'])} clustered). Features: {args.model} ({args.engine}).", "",
+             f"{len(train)} training images; {count['mislabeled']} labels flipped ({args.flip:.0%}); "
+             f"{len(injection.foreign)} foreign images added ({args.foreign:.0%}: {count['scattered_foreign']} "
+             f"scattered, {count['clustered_foreign']} clustered). Features: {args.model} ({args.engine}).", "",
              "| method | kind | injected | AUROC | average precision | precision@k |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:

@@ -35,8 +35,12 @@ from runtime.artifacts import CV_SUMMARY, file_sha256, is_fold_dir
 from runtime.atomic import atomic_path, write_text
 from runtime.dataset import image_dir_for, image_paths, read_class_map, read_csv, require_dir, require_unique_ids
 from runtime.errors import UserError
+from runtime.members import Member
+from runtime.metrics import f1_micro_macro
+from runtime.predictor import Predictor
 from train.config import TrainConfig
-from train.loop import f1_micro_macro
+from train.distributed import pick_device
+from train.train import train
 
 #: per-fold record of how the fold was made (compared on --resume)
 FOLD_RECORD = "fold.json"
@@ -147,18 +151,14 @@ def fold_config(name: str, cfg: TrainConfig, k: int) -> TrainConfig:
 def predict_fold(name: str, cfg: TrainConfig, k: int) -> pd.DataFrame:
     """Out-of-fold probabilities of fold ``k`` from its ``best.pt`` (torch engine, eval transform):
     ``image_id,label,<class>...``; also written to ``fold<k>/oof.csv``."""
-    from runtime.engines import create_engine
-    from runtime.pipeline import predict_logits, softmax
-
     folder = Path(cfg.artifacts) / fold_name(name, k)
     rows = read_csv(folder / "fold_valid.csv", require_label=True)
     paths = image_paths(image_dir_for(cfg.data, "fold_valid.csv"), rows["image_id"].tolist())  # as in training
-    import torch
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    with create_engine("torch", folder, device=device) as engine:
-        probs = softmax(predict_logits(engine, paths, cfg.batch_size, cfg.workers, desc=f"fold {k} oof"))
-        names = engine.meta.class_names
+    device = str(pick_device(cfg.device))
+    with Predictor([Member(str(folder), "torch")], device=device) as predictor:
+        stream = predictor.stream(paths, cfg.batch_size, cfg.workers)
+        probs = np.concatenate([p for _, p in stream]).astype(np.float32)
+        names = predictor.class_names
     out = pd.concat([rows[["image_id", "label"]].reset_index(drop=True), pd.DataFrame(probs, columns=names)], axis=1)
     with atomic_path(folder / "oof.csv") as tmp:
         out.to_csv(tmp, index=False)
@@ -188,6 +188,37 @@ def summarize_cv(oof: pd.DataFrame, fold_of: np.ndarray, class_names: list[str])
     }
 
 
+def train_fold(name: str, cfg: TrainConfig, k: int, folds: int, csv_name: str, fold_of: np.ndarray, resume: bool,
+               nproc: int, relaunch: list[str] | None) -> pd.DataFrame:  # fmt: skip
+    """Train fold ``k`` (in this process, or under ``torchrun`` with ``nproc`` > 1) unless ``resume`` finds it
+    done with the same settings; returns its out-of-fold probabilities (:func:`predict_fold`).
+
+    Raises:
+        UserError: the fold's training fails.
+    """
+    folder = Path(cfg.artifacts) / fold_name(name, k)
+    record = fold_record(cfg, folds, k, csv_name)
+    same = fold_matches(folder, record)
+    if resume and same and (folder / "oof.csv").is_file() and (folder / "best.pt").is_file():
+        print(f"fold {k}: kept (oof.csv exists)", file=sys.stderr)
+        return read_csv(folder / "oof.csv", require_label=True)
+    print(f"fold {k + 1}/{folds}: {int((fold_of != k).sum())} train / {int((fold_of == k).sum())} valid images",
+          file=sys.stderr)  # fmt: skip
+    resume_fold = resume and same and (folder / "last.pt").is_file()
+    if resume and not same and (folder / "best.pt").is_file():
+        print(f"fold {k}: made with another FOLDS, seed, CSV or config; training it again", file=sys.stderr)
+    if not resume_fold:
+        start_fold(folder, record)
+    if nproc > 1:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        cmd = [*torchrun, "-m", "train", *(relaunch or []), "--fold", str(k), *(["--resume"] if resume_fold else [])]
+        if subprocess.run(cmd).returncode != 0:
+            raise UserError(f"fold {k} failed under torchrun (see its messages above)")
+    else:
+        train(fold_name(name, k), fold_config(name, cfg, k), resume=resume_fold)
+    return predict_fold(name, cfg, k)
+
+
 def cross_validate(
     name: str, cfg: TrainConfig, folds: int, csv_name: str = "train.csv", resume: bool = False,
     nproc: int = 1, relaunch: list[str] | None = None,
@@ -201,41 +232,8 @@ def cross_validate(
     Raises:
         UserError: bad ``folds`` for the data, or any error of :func:`train.train.train`.
     """
-    from train.train import train
-
     df, fold_of = prepare_folds(name, cfg, folds, csv_name)
-    parts = []
-    for k in range(folds):
-        folder = Path(cfg.artifacts) / fold_name(name, k)
-        record = fold_record(cfg, folds, k, csv_name)
-        same = fold_matches(folder, record)
-        if resume and same and (folder / "oof.csv").is_file() and (folder / "best.pt").is_file():
-            print(f"fold {k}: kept (oof.csv exists)", file=sys.stderr)
-            parts.append(read_csv(folder / "oof.csv", require_label=True))
-            continue
-        print(f"fold {k + 1}/{folds}: {int((fold_of != k).sum())} train / {int((fold_of == k).sum())} valid images",
-              file=sys.stderr)  # fmt: skip
-        resume_fold = resume and same and (folder / "last.pt").is_file()
-        if resume and not same and (folder / "best.pt").is_file():
-            print(f"fold {k}: made with another FOLDS, seed, CSV or config; training it again", file=sys.stderr)
-        if not resume_fold:
-            start_fold(folder, record)
-        if nproc > 1:
-            torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-            cmd = [
-                *torchrun,
-                "-m",
-                "train",
-                *(relaunch or []),
-                "--fold",
-                str(k),
-                *(["--resume"] if resume_fold else []),
-            ]
-            if subprocess.run(cmd).returncode != 0:
-                raise UserError(f"fold {k} failed under torchrun (see its messages above)")
-        else:
-            train(fold_name(name, k), fold_config(name, cfg, k), resume=resume_fold)
-        parts.append(predict_fold(name, cfg, k))
+    parts = [train_fold(name, cfg, k, folds, csv_name, fold_of, resume, nproc, relaunch) for k in range(folds)]
     by_id = pd.concat(parts).set_index("image_id")
     class_names = read_class_map(Path(cfg.data) / cfg.class_map)
     oof = by_id.loc[df["image_id"]].reset_index()

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from tqdm import tqdm
 
+from runtime.metrics import f1_micro_macro
 from train.model import frozen_norms_eval
-
-
-def f1_micro_macro(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> tuple[float, float]:
-    """Micro- and macro-F1 (scikit-learn ``f1_score``) over all classes ``0..num_classes-1``.
-
-    A class absent from both targets and predictions counts as F1 = 0 in the macro mean (``zero_division=0``).
-    """
-    labels = list(range(num_classes))
-    micro = f1_score(targets, preds, labels=labels, average="micro", zero_division=0)
-    macro = f1_score(targets, preds, labels=labels, average="macro", zero_division=0)
-    return float(micro), float(macro)
 
 
 class EpochMetrics:
@@ -92,62 +82,71 @@ def autocast(device: torch.device, dtype: str | None) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype or "float16"), enabled=dtype is not None)
 
 
-def train_one_epoch(
-    model: torch.nn.Module,
-    loader: Iterable,
-    criterion: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    scaler: torch.amp.GradScaler,
-    num_classes: int,
-    amp_dtype: str | None = None,
-    desc: str = "train",
-    accum_steps: int = 1,
-    clip_grad: float | None = None,
-    mixup: Callable | None = None,
-    ema: Any = None,
-    channels_last: bool = False,
-    gather: Callable[[Any], list[Any]] | None = None,
-    frozen_bn: bool = False,
-) -> dict[str, float]:
-    """Train one epoch. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro`` (against the hard labels,
-    over all ranks) and ``img_per_s`` (this rank).
+@dataclasses.dataclass
+class TrainStep:
+    """What one optimisation step needs.
 
-    Args:
+    Attributes:
+        criterion: loss on (logits, targets); soft targets with ``mixup``.
+        optimizer, scaler: the optimizer and the AMP ``GradScaler`` (enabled for float16 only).
+        device: where batches go. num_classes: K, for F1.
+        amp_dtype: autocast dtype (:func:`amp_dtype_for`) or ``None`` for FP32.
         accum_steps: gradient accumulation: one optimizer step every ``accum_steps`` batches.
         clip_grad: max global gradient norm (``None``: no clipping).
         mixup: timm ``Mixup`` (batch-level mixup/cutmix with soft targets) or ``None``.
         ema: timm ``ModelEmaV3`` updated after each optimizer step, or ``None``.
-        frozen_bn: keep BatchNorm layers with frozen parameters in eval mode (``train.model.frozen_norms_eval``).
+        channels_last: feed NHWC batches (image inputs only).
+        gather: collects per-rank metric lists under DDP (``None``: one process).
+        frozen_bn: keep BatchNorm layers with frozen parameters in eval mode (:func:`train.model.frozen_norms_eval`).
     """
+
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    num_classes: int
+    amp_dtype: str | None = None
+    accum_steps: int = 1
+    clip_grad: float | None = None
+    mixup: Callable | None = None
+    ema: Any = None
+    channels_last: bool = False
+    gather: Callable[[Any], list[Any]] | None = None
+    frozen_bn: bool = False
+
+
+def train_one_epoch(model: torch.nn.Module, loader: Iterable, step: TrainStep, desc: str = "train") -> dict[str, float]:
+    """Train one epoch. Returns ``loss`` (mean per image), ``f1_micro``, ``f1_macro`` (against the hard labels,
+    over all ranks) and ``img_per_s`` (this rank)."""
     model.train()
-    if frozen_bn:
+    if step.frozen_bn:
         frozen_norms_eval(model)
-    metrics = EpochMetrics(num_classes, gather)
+    metrics = EpochMetrics(step.num_classes, step.gather)
+    optimizer, scaler = step.optimizer, step.scaler
     start = time.perf_counter()
     n_batches = len(loader) if hasattr(loader, "__len__") else None
     optimizer.zero_grad(set_to_none=True)
-    for step, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=None)):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
+    for i, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=None)):
+        x, y = x.to(step.device, non_blocking=True), y.to(step.device, non_blocking=True)
+        if step.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         target = y
-        if mixup is not None:
-            x, target = mixup(x, y)
-        with autocast(device, amp_dtype):
+        if step.mixup is not None:
+            x, target = step.mixup(x, y)
+        with autocast(step.device, step.amp_dtype):
             logits = model(x)
-            loss = criterion(logits, target)
-        scaler.scale(loss / accum_steps).backward()
-        last = n_batches is not None and step + 1 == n_batches
-        if (step + 1) % accum_steps == 0 or last:
-            if clip_grad is not None:
+            loss = step.criterion(logits, target)
+        scaler.scale(loss / step.accum_steps).backward()
+        last = n_batches is not None and i + 1 == n_batches
+        if (i + 1) % step.accum_steps == 0 or last:
+            if step.clip_grad is not None:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), step.clip_grad)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model)
+            if step.ema is not None:
+                step.ema.update(model)
         metrics.update(loss.detach(), logits.detach(), y)
     seconds = time.perf_counter() - start
     return {**metrics.compute(), "img_per_s": metrics.seen / seconds}

@@ -11,6 +11,7 @@ import timm
 import torch
 from timm.data import resolve_model_data_config
 
+from runtime.engines.pytorch import fixed_input_size
 from runtime.errors import UserError, short_reason
 from runtime.metadata import ModelMeta
 from train.config import TrainConfig
@@ -28,7 +29,7 @@ def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     if not timm.is_model(cfg.architecture):
         raise UserError(f"unknown timm architecture {cfg.architecture!r}")
     kwargs: dict = {"num_classes": num_classes, "drop_rate": cfg.drop_rate}
-    if cfg.img_size is not None and _accepts_img_size(cfg.architecture):
+    if cfg.img_size is not None and fixed_input_size(cfg.architecture):
         kwargs["img_size"] = cfg.img_size
     if cfg.global_pool is not None:
         kwargs["global_pool"] = cfg.global_pool
@@ -60,11 +61,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     except OSError:
         return False
     return True
-
-
-def _accepts_img_size(architecture: str) -> bool:
-    """Transformers (ViT/Swin) take ``img_size``; CNNs are size-agnostic and reject the argument."""
-    return any(k in architecture for k in ("vit", "swin", "deit", "beit", "eva", "maxvit", "coatnet"))
 
 
 def freeze_backbone(model: torch.nn.Module) -> list[torch.nn.Parameter]:

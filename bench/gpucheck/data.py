@@ -26,7 +26,7 @@ from bench.gpucheck.checks import Kit
 from bench.gpucheck.proc import Runner
 from bench.gpucheck.training import parse_train_log, train_command, train_overrides
 from runtime.artifacts import file_sha256
-from runtime.atomic import write_text
+from runtime.atomic import OUTPUT_MARKER, write_text
 from runtime.config import read_yaml
 from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
 
@@ -160,6 +160,7 @@ def prepare_kit(
         "reference": refs,
     }
     write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    write_text(out / OUTPUT_MARKER, "written by imgcls-deploy (make gpu-data); make clean removes it\n")
     size = folder_mib(out)
     manifest["size_mib"] = round(size, 1)
     write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")

@@ -1,6 +1,6 @@
 """``torchrun --standalone --nproc_per_node=N -m bench.gpucheck.nccl_probe``: NCCL and DDP as the trainer uses them.
 
-The trainer (``train/train.py``) opens a process group only when torchrun starts more than one process, so a
+The trainer (``train.distributed``) opens a process group only when torchrun starts more than one process, so a
 one-GPU machine never reaches NCCL through it. This program does, with any number of processes (one per GPU):
 ``init_process_group("nccl")``, ``all_reduce``, ``all_gather_object`` (the trainer's metric gathering) and one
 DistributedDataParallel training step of a small CNN with float16 autocast and a GradScaler. Prints one JSON line

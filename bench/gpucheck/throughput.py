@@ -27,8 +27,9 @@ def measure(
 
     from bench.measure import summarize
     from bench.worker import CellRunner
+    from runtime.members import Member
 
-    member = {"model": model, "engine": "torch", "precision": None, "options": options}
+    member = Member(model, "torch", None, options=options)
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -38,14 +38,28 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def fixed_input_size(architecture: str) -> bool:
+    """Whether a timm architecture only runs at the input size it was built for (ViT, Swin, DeiT, MaxViT, ...:
+    position embeddings or attention windows depend on it): timm's ``pretrained_cfg["fixed_input_size"]``. Such
+    models take ``img_size`` at creation; their graphs break at other sizes (timm#1844)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(architecture)
+    return bool(cfg is not None and cfg.fixed_input_size)
+
+
 def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None, source: str) -> torch.nn.Module:
-    """timm ``create_model(meta.architecture, num_classes=K)`` (no download) with ``state_dict`` loaded.
+    """timm ``create_model(meta.architecture, num_classes=K)`` (no download) with ``state_dict`` loaded. A
+    fixed-size backbone (ViT, Swin: timm's ``fixed_input_size``) trained at another size than its default is
+    built with ``img_size`` = the checkpoint's input size (its position embeddings and windows depend on it).
 
     Raises:
         UserError: unknown architecture, or weights that do not fit it.
     """
     try:
-        model = timm.create_model(meta.architecture, pretrained=False, num_classes=meta.num_classes)
+        size = tuple(meta.input_size[1:])
+        extra = {"img_size": size} if fixed_input_size(meta.architecture) else {}
+        model = timm.create_model(meta.architecture, pretrained=False, num_classes=meta.num_classes, **extra)
     except RuntimeError as exc:
         raise UserError(f"{source}: cannot build {meta.architecture!r} ({exc})") from None
     if state_dict is not None:

@@ -15,21 +15,8 @@ import tensorrt as trt
 
 from runtime.engines import cuda
 from runtime.engines.base import Engine
-from runtime.engines.trt_checks import check_engine_compat, sidecar_path
+from runtime.engines.trt_checks import check_engine_compat, read_sidecar, sidecar_path
 from runtime.errors import UserError
-from runtime.metadata import ModelMeta
-
-
-def read_sidecar(engine_path: str | os.PathLike) -> ModelMeta:
-    """The artifact contract stored beside an engine.
-
-    Raises:
-        UserError: the sidecar is missing or invalid.
-    """
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise UserError(f"{path}: sidecar not found; an engine is only usable with its sidecar (re-export it)")
-    return ModelMeta.from_json(path.read_text(encoding="utf-8"), str(path))
 
 
 class TensorRTEngine(Engine):

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime.artifacts import PRECISIONS
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
 
@@ -19,6 +20,18 @@ from runtime.metadata import ModelMeta
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
     """``model.fp16.engine`` -> ``model.fp16.engine.json`` (the artifact contract beside an engine)."""
     return Path(f"{engine_path}.json")
+
+
+def read_sidecar(engine_path: str | os.PathLike) -> ModelMeta:
+    """The artifact contract stored beside an engine.
+
+    Raises:
+        UserError: the sidecar is missing or invalid.
+    """
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise UserError(f"{path}: sidecar not found; an engine is only usable with its sidecar (re-export it)")
+    return ModelMeta.from_json(path.read_text(encoding="utf-8"), str(path))
 
 
 def trt_major(version: str) -> int:
@@ -59,7 +72,7 @@ def build_plan(major: int, precision: str) -> BuildPlan:
     Raises:
         UserError: unknown precision or a TensorRT older than 10.
     """
-    if precision not in ("fp32", "fp16", "int8"):
+    if precision not in PRECISIONS:
         raise UserError(f"unknown TensorRT precision {precision!r} (fp32, fp16 or int8)")
     if major < 10:
         raise UserError(f"TensorRT {major}.x is not supported: install TensorRT 10 or 11 (the 'gpu' extra)")

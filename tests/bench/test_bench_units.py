@@ -13,13 +13,17 @@ import pandas as pd
 import pytest
 from conftest import assert_self_contained
 
+from bench.cells import Cell, ensemble_cell, plan
 from bench.compare import check_same_held_out, held_out_fingerprint, load_baseline, parse_tolerance, regressions
 from bench.config import BenchConfig, CellSpec
+from bench.gates import best_cell, compare_to_reference, summary_line
 from bench.measure import matmul_peak_gflops, summarize
 from bench.plots import pareto_front
-from bench.report import COLUMNS, markdown_table, write_run
-from bench.run import Cell, _start, best_cell, compare_to_reference, ensemble_cell, plan, summary_line
+from bench.report import markdown_table, write_run
+from bench.rows import COLUMNS, BenchRow
+from bench.run import _start
 from runtime.errors import UserError
+from runtime.members import Member
 
 
 def test_summarize_takes_the_median_round_and_pooled_percentiles() -> None:
@@ -69,11 +73,10 @@ def test_cell_spec_rejects_unknown_names(text: str) -> None:
 
 
 def test_cell_members_map_torch_fp16_and_compile_to_engine_options() -> None:
-    assert CellSpec("torch").member("a/m") == {"model": "a/m", "engine": "torch", "precision": "fp32",
-                                               "options": {}, "weight": 1.0}  # fmt: skip
+    assert CellSpec("torch").member("a/m") == Member("a/m", "torch", "fp32", 1.0, {})
     fp16 = CellSpec.parse("torch:fp16+compile").member("a/m")
-    assert fp16["precision"] == "fp32" and fp16["options"] == {"amp": "float16", "compile": True}
-    assert CellSpec("onnx", "fp16").member("a/m")["precision"] == "fp16"  # other engines: the FP16 artifact
+    assert fp16.precision == "fp32" and fp16.options == {"amp": "float16", "compile": True}
+    assert CellSpec("onnx", "fp16").member("a/m").precision == "fp16"  # other engines: the FP16 artifact
     with pytest.raises(UserError, match="key 'device'"):
         BenchConfig(device="gpu").validate("bench.yaml")
 
@@ -86,19 +89,8 @@ def test_pareto_front_keeps_only_undominated_points() -> None:
 def _cell(
     engine: str, precision: str, f1: float, preds: list[int], speed: float, tta: str = "none", backbone: str = "m"
 ) -> Cell:
-    cell = Cell(backbone, CellSpec(engine, precision, tta), 8, [{"model": "artifacts/m"}], group="m")
-    cell.row = {
-        "backbone": backbone,
-        "cell": cell.spec.label,
-        "engine": engine,
-        "precision": precision,
-        "batch_size": 8,
-        "status": "ok",
-        "f1_micro": f1,
-        "img_per_s_engine": speed,
-        "img_per_s": speed / 2,
-        "e2e_ratio": 0.5,
-    }
+    cell = Cell(backbone, CellSpec(engine, precision, tta), 8, [Member("artifacts/m")], group="m")
+    cell.row.f1_micro, cell.row.img_per_s_engine, cell.row.img_per_s, cell.row.e2e_ratio = f1, speed, speed / 2, 0.5
     cell.probs = np.eye(3)[preds]
     return cell
 
@@ -111,10 +103,10 @@ def test_reference_agreement_gate_and_ranking() -> None:
     tta = _cell("onnx", "fp32", 0.82, [0, 1, 2, 2], 70, tta="hflip")
     cells = [torch, onnx, int8, fp16, tta]
     compare_to_reference(cells, 0.99)
-    assert int8.row["agreement"] == 0.75 and int8.row["reference"] == "torch:fp32"
-    assert int8.row["speedup"] == 4.0 and int8.row["delta_f1"] == pytest.approx(-0.005)
-    assert fp16.row["status"].startswith("failed gate: micro-F1 0.7000 < 99% of torch:fp32 0.8000")
-    assert tta.row["status"] == "ok" and tta.row["delta_f1"] == pytest.approx(0.02)
+    assert int8.row.agreement == 0.75 and int8.row.reference == "torch:fp32"
+    assert int8.row.speedup == 4.0 and int8.row.delta_f1 == pytest.approx(-0.005)
+    assert fp16.row.status.startswith("failed gate: micro-F1 0.7000 < 99% of torch:fp32 0.8000")
+    assert tta.row.status == "ok" and tta.row.delta_f1 == pytest.approx(0.02)
     best = best_cell([c.row for c in cells], 0.99)
     assert best is int8.row
     line = summary_line(best, 0.99)
@@ -129,20 +121,20 @@ def test_ensembles_compare_with_their_own_fp32_cell_or_fail_the_gate() -> None:
     lonely = _cell("openvino", "int8", 0.9, [0, 1, 2, 2], 500, backbone="ensemble:other")
     lonely.group = "other"
     compare_to_reference([torch, folds, folds_int8, lonely], 0.99)
-    assert folds.row["reference"] == "m torch:fp32" and folds.row["delta_f1"] == pytest.approx(0.04)
-    assert folds_int8.row["reference"] == "onnx:fp32" and folds_int8.row["f1_ratio"] == pytest.approx(0.83 / 0.84)
-    assert folds_int8.row["status"].startswith("failed gate: micro-F1 0.8300 < 99% of onnx:fp32 0.8400")
-    assert folds_int8.row["speedup"] == pytest.approx(1.2)  # over torch FP32 of the backbone, same batch
-    assert lonely.row["status"] == "failed gate: no FP32 cell of this backbone ran to verify its F1 against"
+    assert folds.row.reference == "m torch:fp32" and folds.row.delta_f1 == pytest.approx(0.04)
+    assert folds_int8.row.reference == "onnx:fp32" and folds_int8.row.f1_ratio == pytest.approx(0.83 / 0.84)
+    assert folds_int8.row.status.startswith("failed gate: micro-F1 0.8300 < 99% of onnx:fp32 0.8400")
+    assert folds_int8.row.speedup == pytest.approx(1.2)  # over torch FP32 of the backbone, same batch
+    assert lonely.row.status == "failed gate: no FP32 cell of this backbone ran to verify its F1 against"
 
 
 def test_fp32_ensemble_compares_with_the_single_model_not_itself() -> None:
     single = _cell("torch", "fp32", 0.80, [0, 1, 2, 2], 100)
     folds_torch = _cell("torch", "fp32", 0.84, [0, 1, 2, 1], 25, backbone="ensemble:m:5 folds")
     compare_to_reference([folds_torch, single], 0.99)
-    assert folds_torch.row["reference"] == "m torch:fp32" and folds_torch.row["delta_f1"] == pytest.approx(0.04)
-    assert folds_torch.row["agreement"] == 0.75 and folds_torch.row["speedup"] == pytest.approx(0.25)
-    assert single.row["reference"] == "torch:fp32" and single.row["delta_f1"] == 0.0  # torch FP32 itself
+    assert folds_torch.row.reference == "m torch:fp32" and folds_torch.row.delta_f1 == pytest.approx(0.04)
+    assert folds_torch.row.agreement == 0.75 and folds_torch.row.speedup == pytest.approx(0.25)
+    assert single.row.reference == "torch:fp32" and single.row.delta_f1 == 0.0  # torch FP32 itself
 
 
 def test_ensemble_cells_name_engine_precision_and_tta(tmp_path: Path) -> None:
@@ -154,7 +146,7 @@ def test_ensemble_cells_name_engine_precision_and_tta(tmp_path: Path) -> None:
     cfg = BenchConfig(artifacts=str(tmp_path / "artifacts"))
     cell = ensemble_cell(cfg, "folds:m:onnx:int8@hflip")
     assert cell.backbone == "ensemble:m:3 folds" and cell.spec.label == "onnx:int8@hflip" and cell.group == "m"
-    assert [Path(m["model"]).name for m in cell.members] == ["fold0", "fold1", "fold2"]
+    assert [Path(m.model).name for m in cell.members] == ["fold0", "fold1", "fold2"]
     assert ensemble_cell(cfg, "folds:m").spec.label == "onnx:fp32"
     cells = plan(BenchConfig(artifacts=cfg.artifacts, ensembles=["folds:m"], batch_sizes=[1, 4]))
     assert [c.batch_size for c in cells] == [1, 4] and cells[0].timings is not cells[1].timings
@@ -166,7 +158,7 @@ def test_ensemble_cells_name_engine_precision_and_tta(tmp_path: Path) -> None:
     assert mixed.backbone == "ensemble:mix" and mixed.spec.label == "mixed:fp32@hflip" and mixed.group == "fold0"
     missing = ensemble_cell(cfg, "folds:nosuch:openvino")
     _start(missing, [], [], cfg)  # recorded, the matrix goes on
-    assert missing.row["status"].startswith("skipped: ") and "nosuch: no such model folder" in missing.row["status"]
+    assert missing.row.status.startswith("skipped: ") and "nosuch: no such model folder" in missing.row.status
 
 
 def test_baseline_of_another_held_out_set_is_refused() -> None:
@@ -178,7 +170,7 @@ def test_baseline_of_another_held_out_set_is_refused() -> None:
         check_same_held_out(baseline, held_out_fingerprint(["a.png", "c.png"], ["ok", "bad"]), 2, "b.json")
     with pytest.raises(UserError, match="measured on 2 held-out images, this run on 40"):
         check_same_held_out(baseline, fingerprint, 40, "b.json")
-    legacy = {"rows": [{"images": 656}]}  # no fingerprint: the image count is checked
+    legacy = {"rows": [BenchRow("m", "onnx:fp32", images=656)]}  # no fingerprint: the image count is checked
     check_same_held_out(legacy, fingerprint, 656, "b.json")
     with pytest.raises(UserError, match="measured on 656 held-out images, this run on 40"):
         check_same_held_out(legacy, fingerprint, 40, "b.json")
@@ -191,8 +183,8 @@ def test_parse_tolerance() -> None:
             parse_tolerance(bad)
 
 
-def _row(cell: str, status: str = "ok", speed: float = 100.0, f1: float = 0.8) -> dict[str, Any]:
-    return {"backbone": "m", "cell": cell, "batch_size": 8, "status": status, "img_per_s_engine": speed, "f1_micro": f1}
+def _row(cell: str, status: str = "ok", speed: float | None = 100.0, f1: float | None = 0.8, **more: Any) -> BenchRow:
+    return BenchRow("m", cell, batch_size=8, status=status, img_per_s_engine=speed, f1_micro=f1, **more)
 
 
 def test_regressions_fire_on_throughput_f1_and_lost_cells() -> None:
@@ -237,24 +229,10 @@ def _results(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_report_folder_is_complete_and_self_contained(tmp_path: Path) -> None:
-    ok = {
-        **_row("onnx:fp32"),
-        "engine": "onnx",
-        "precision": "fp32",
-        "f1_macro": 0.5,
-        "img_per_s": 80.0,
-        "p50_ms": 10.0,
-        "p90_ms": 11.0,
-        "p99_ms": 12.0,
-        "lat1_p50_ms": 1.0,
-        "lat1_p90_ms": 1.1,
-        "lat1_p99_ms": 1.5,
-        "gflops": 20.0,
-        "peak_fraction": 0.4,
-        "cv": float("nan"),
-    }
-    skipped = {**_row("trt:fp16", "skipped: no GPU"), "engine": "trt", "precision": "fp16"}
-    del skipped["img_per_s_engine"], skipped["f1_micro"]
+    ok = _row("onnx:fp32", engine="onnx", precision="fp32", f1_macro=0.5, img_per_s=80.0, p50_ms=10.0, p90_ms=11.0,
+              p99_ms=12.0, lat1_p50_ms=1.0, lat1_p90_ms=1.1, lat1_p99_ms=1.5, gflops=20.0, peak_fraction=0.4,
+              cv=float("nan"))  # fmt: skip
+    skipped = _row("trt:fp16", "skipped: no GPU", speed=None, f1=None, engine="trt", precision="fp16")
     run = write_run(_results([ok, skipped]), tmp_path / "reports" / "r1")
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
         "latency.png",
@@ -281,12 +259,12 @@ def test_report_folder_is_complete_and_self_contained(tmp_path: Path) -> None:
 
 
 def test_markdown_table_shows_reasons() -> None:
-    rows = [{"backbone": "m", "cell": "onnx:int8", "batch_size": 4, "status": "skipped: model.int8.onnx not found"}]
+    rows = [BenchRow("m", "onnx:int8", batch_size=4, status="skipped: model.int8.onnx not found")]
     assert markdown_table(rows).splitlines()[-1] == (
         "| m | onnx:int8 | 4 | - | - | - | - | - | - | - | - | -/- | -/- | - | - | - | "
         "skipped: model.int8.onnx not found |"
     )
-    ok = {"backbone": "m", "cell": "onnx:fp32", "batch_size": 4, "status": "ok", "agreement": 0.5, "delta_f1": 0.0312}
+    ok = BenchRow("m", "onnx:fp32", batch_size=4, agreement=0.5, delta_f1=0.0312)
     assert "| 50.00% | +0.0312 |" in markdown_table([ok])
 
 

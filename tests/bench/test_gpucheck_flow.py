@@ -17,6 +17,7 @@ from bench.gpucheck.cli import load_manifest
 from bench.gpucheck.data import prepare_kit
 from bench.gpucheck.plan import all_checks
 from bench.gpucheck.proc import Runner
+from runtime.atomic import OUTPUT_MARKER
 
 TINY = "img_size: 64\ncrop_pct: 1.0\nbatch_size: 8\nworkers: 0\n"
 
@@ -63,6 +64,7 @@ def test_gpu_data_writes_images_and_the_cpu_reference(kit_data: dict, capsys: py
         "skipped": f"{kit_data['models']}/efficientnet_lite0.yaml not present"
     }
     assert 0 < m["size_mib"] < 5 and load_manifest(data) == m
+    assert (data / OUTPUT_MARKER).is_file()  # so that make clean removes the folder like other outputs
     with pytest.MonkeyPatch.context() as mp:
         _small(mp)
         again = prepare_kit(data, per_class=12, models_dir=kit_data["models"])  # same config: not trained again

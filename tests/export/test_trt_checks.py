@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,17 @@ def test_layer_precisions_and_silent_fp32_fallback() -> None:
     check_built_precision(counts, "fp32", "m.engine")
     with pytest.raises(UserError, match="DETAILED"):
         layer_precisions(json.dumps({"Layers": ["conv1", "fc"]}))
+
+
+def test_a_tensorrt_sidecar_records_its_verification(tmp_path: Path) -> None:
+    from export.tensorrt import record_verification
+    from runtime.engines.trt_checks import read_sidecar
+
+    engine = tmp_path / "model.fp16.engine"
+    engine.write_bytes(b"plan")
+    meta = {"architecture": "resnet18", "class_names": ["a", "b"], "input_size": [3, 64, 64],
+            "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "export": {"precision": "fp16"}}  # fmt: skip
+    Path(f"{engine}.json").write_text(json.dumps(meta))
+    record_verification(engine, {"passed": False, "gate": "micro-F1 >= 99% of FP32 (0.7000)"})
+    export = read_sidecar(engine).export
+    assert export["precision"] == "fp16" and export["verification"]["passed"] is False  # predict warns on it

@@ -65,3 +65,20 @@ def test_encode_labels_rejects_unknown() -> None:
     assert encode_labels(["b", "a"], ["a", "b"], "x.csv") == [1, 0]
     with pytest.raises(UserError, match="'c'"):
         encode_labels(["c"], ["a", "b"], "x.csv")
+
+
+def test_labelled_images_from_the_csv_or_a_labels_file(tmp_path: Path) -> None:
+    from runtime.dataset import labelled_images
+
+    (tmp_path / "test").mkdir()
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train.csv").write_text("image_id,label\na.png,cat\nb.png,dog\n")
+    (tmp_path / "test.csv").write_text("image_id\nc.png\nd.png\n")
+    (tmp_path / "test_labels.csv").write_text("image_id,label\nd.png,dog\nc.png,cat\n")
+    paths, labels = labelled_images(tmp_path, "train.csv", limit=1)
+    assert paths == [tmp_path / "train" / "a.png"] and labels == ["cat"]
+    paths, labels = labelled_images(tmp_path, "test.csv", labels_csv="test_labels.csv")
+    assert [p.name for p in paths] == ["c.png", "d.png"] and labels == ["cat", "dog"]
+    (tmp_path / "test_labels.csv").write_text("image_id,label\nd.png,dog\n")
+    with pytest.raises(UserError, match=r"no label for image 'c\.png' of test\.csv"):
+        labelled_images(tmp_path, "test.csv", labels_csv="test_labels.csv")

@@ -248,8 +248,8 @@ def test_tta(tiny_model: dict[str, Path], tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def second_model(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another backbone at another input size (test_efficientnet, 48 px), exported to ONNX."""
-    from export.export import main as export_main
-    from train.train import main as train_main
+    from export.cli import main as export_main
+    from train.cli import main as train_main
 
     work = tmp_path_factory.mktemp("second")
     cfg = work / "second.yaml"
@@ -302,6 +302,41 @@ def test_ensembles(
          str(tmp_path / "x.csv")], cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert_one_line_error(proc, "other classes", "cat")
+
+
+def test_engine_options_reach_every_ensemble_member(
+    tiny_model: dict[str, Path], second_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.members import Member
+    from runtime.predictor import Predictor
+
+    a, b = str(tiny_model["artifacts"]), str(second_model)
+    wanted = {"arena_extend_strategy": "kSameAsRequested"}
+    own = {"provider_options": {"arena_extend_strategy": "kNextPowerOfTwo"}}
+    members = [Member(a), Member(b), Member(a, options=own)]
+    with Predictor(members, options={"provider_options": wanted}) as predictor:
+        got = [e.options["provider_options"] for e in predictor.engines]
+        assert [len(ix) for _, ix in predictor.groups] == [2, 1]  # 64 px members share decoded batches
+    assert got == [wanted, wanted, own["provider_options"]]  # run-wide options, under each member's own
+    data = ["--data", str(tiny_model["data"]), "--out", str(tmp_path / "x.csv")]
+    assert _predict("--model", a, "--model", b, *data, "--option", "bogus=1") == 2  # not dropped silently
+    assert "unknown option 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_an_ensemble_shards_and_merges_like_one_model(
+    tiny_model: dict[str, Path], second_model: Path, tmp_path: Path
+) -> None:
+    from runtime.merge import main as merge_main
+
+    args = ["--model", str(tiny_model["artifacts"]), "--model", str(second_model), "--data", str(tiny_model["data"]),
+            "--batch-size", "4", "--probs"]  # fmt: skip
+    assert _predict(*args, "--out", str(tmp_path / "all.csv")) == 0
+    parts = [tmp_path / f"p{i}.csv" for i in (1, 2)]
+    for i, part in enumerate(parts, 1):
+        assert _predict(*args, "--out", str(part), "--shard", f"{i}/2") == 0
+    assert run_cli(merge_main, [*map(str, parts), "--out", str(tmp_path / "merged.csv")]) == 0
+    assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "all.csv").read_bytes()
 
 
 def test_resume_and_merge_refuse_mismatched_runs(tiny_model: dict[str, Path], tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ from conftest import assert_one_line_error, run_module
 from runtime.errors import UserError
 from runtime.errors import run_cli as run
 from runtime.metadata import ModelMeta
+from train.builders import load_splits
+from train.cli import main as train_main
 from train.config import TrainConfig
 from train.data import ImageDataset, make_loader, valid_transform
 from train.loop import evaluate
-from train.train import load_split
-from train.train import main as train_main
 
 CACHED = {"freeze_backbone": True, "cache_features": True, "hflip": 0.0, "vflip": 0.0, "color_jitter": 0.0,
           "train_scale": [1.0, 1.0]}  # fmt: skip
@@ -64,8 +64,7 @@ def test_cached_head_training_matches_the_full_model(elpv_small: Path, tmp_path:
     meta = ModelMeta.from_dict(ckpt["meta"], "best.pt")
     model = timm.create_model("test_efficientnet", num_classes=len(meta.class_names))
     model.load_state_dict(state)
-    cfg = TrainConfig(architecture="test_efficientnet", data=str(elpv_small))
-    paths, targets = load_split(cfg, "valid_.csv", meta.class_names)
+    paths, targets = load_splits(TrainConfig(architecture="test_efficientnet", data=str(elpv_small))).valid
     loader = make_loader(ImageDataset(paths, targets, valid_transform(meta)), 8, False, 0, 0)
     out = evaluate(model, loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"), len(meta.class_names))
     assert out["f1_micro"] == pytest.approx(meta.metrics["f1_micro"])

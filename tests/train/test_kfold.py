@@ -15,9 +15,9 @@ from runtime.artifacts import export_command, fold_dirs
 from runtime.errors import UserError, run_cli
 from runtime.predict import main as predict_main
 from train.clean import read_pred_probs
+from train.cli import main as train_main
 from train.config import TrainConfig
 from train.kfold import fold_record, make_folds
-from train.train import main as train_main
 
 
 def test_folds_are_stratified_seeded_and_cover_every_row() -> None:

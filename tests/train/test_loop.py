@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from runtime.errors import UserError
+from runtime.metrics import f1_micro_macro
 from train.config import TrainConfig, load_train_config
-from train.loop import evaluate, f1_micro_macro
+from train.loop import evaluate
 
 
 class _Fixed(torch.nn.Module):

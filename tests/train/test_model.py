@@ -77,3 +77,11 @@ def test_global_pool_is_passed_to_timm_and_checked() -> None:
     assert out.shape == (1, 4)
     with pytest.raises(UserError, match="'global_pool'"):
         TrainConfig(architecture="test_resnet", global_pool="median").validate("m.yaml")
+
+
+def test_fixed_input_size_is_timms_own_flag() -> None:
+    from runtime.engines.pytorch import fixed_input_size
+
+    fixed = ["vit_tiny_patch16_224", "swin_base_patch4_window12_384", "deit_tiny_patch16_224", "test_vit"]
+    free = ["resnet18", "tf_efficientnet_lite0", "efficientnetv2_rw_m", "test_resnet", "no_such_model"]
+    assert all(fixed_input_size(a) for a in fixed) and not any(fixed_input_size(a) for a in free)

@@ -13,7 +13,7 @@ from conftest import assert_one_line_error, run_module
 
 from runtime.errors import UserError
 from train.config import TrainConfig
-from train.loop import train_one_epoch
+from train.loop import TrainStep, train_one_epoch
 from train.model import create_model, freeze_backbone
 from train.pretrained import TARGET_ARCH, block_position, convert_lite0, source_path, timm_name, write_weights
 
@@ -101,8 +101,8 @@ def _loader(n: int = 8, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor
 def _step(model: torch.nn.Module, params: list, frozen_bn: bool) -> None:
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    train_one_epoch(model, _loader(), torch.nn.CrossEntropyLoss(), optimizer, torch.device("cpu"), scaler, 4,
-                    frozen_bn=frozen_bn)  # fmt: skip
+    step = TrainStep(torch.nn.CrossEntropyLoss(), optimizer, scaler, torch.device("cpu"), 4, frozen_bn=frozen_bn)
+    train_one_epoch(model, _loader(), step)
 
 
 def _lite0(weights: Path, **keys) -> torch.nn.Module:

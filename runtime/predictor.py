@@ -1,0 +1,180 @@
+"""The one inference path: members (engines) + test-time augmentation -> probabilities, batch by batch.
+
+``runtime.predict``, ``runtime.features`` and the bench worker all run images through a :class:`Predictor`, so an
+engine option, a TTA mode or an ensemble weight means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.engines import create_engine, describe_members
+from runtime.engines.base import Engine
+from runtime.errors import UserError
+from runtime.members import Member
+from runtime.metadata import ModelMeta
+from runtime.pipeline import Batch, Item, softmax, stream_batches
+from runtime.preprocess import preprocess_image
+from runtime.tta import check_mode, five_crop_views, tta_probs
+
+
+def preprocess_key(meta: ModelMeta) -> tuple:
+    """What decides an artifact's eval transform: members with equal keys share decoded batches."""
+    return (tuple(meta.input_size), tuple(meta.mean), tuple(meta.std), meta.interpolation, meta.crop_pct,
+            meta.crop_mode)  # fmt: skip
+
+
+class Predictor:
+    """Open engines for ``members`` and turn images into weighted-mean probabilities.
+
+    Args:
+        members: the models to run (one, or several for an ensemble).
+        tta: a :data:`runtime.tta.TTA_MODES` name, applied to every member.
+        device, threads: passed to every engine.
+        options: engine options for every member (a member's own :attr:`Member.options` override them).
+
+    Raises:
+        UserError: an engine cannot open its artifact or rejects an option, or the members' class lists differ
+            (the message names the difference). Engines opened so far are closed.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Member],
+        tta: str = "none",
+        device: str = "cpu",
+        threads: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        if not members:
+            raise UserError("no model to run")
+        self.tta = check_mode(tta)
+        self.loader = five_crop_views if tta == "five-crop" else preprocess_image
+        self.members: list[tuple[Engine, float]] = []
+        try:
+            for m in members:
+                engine = create_engine(m.engine, m.model, device=device, threads=threads, precision=m.precision,
+                                       options={**(options or {}), **m.options})  # fmt: skip
+                self.members.append((engine, m.weight))
+                names, first = engine.meta.class_names, self.members[0][0].meta.class_names
+                if names != first:
+                    diff = sorted(set(names) ^ set(first)) or ["(same names, other order)"]
+                    raise UserError(f"ensemble member {m.model} has other classes than the first: {diff[:3]}")
+        except BaseException:
+            self.close()
+            raise
+        keys = list(dict.fromkeys(preprocess_key(e.meta) for e, _ in self.members))
+        #: per distinct eval transform: (the meta that defines it, indexes of the members using it)
+        self.groups = [
+            (next(e.meta for e, _ in self.members if preprocess_key(e.meta) == k),
+             [i for i, (e, _) in enumerate(self.members) if preprocess_key(e.meta) == k])
+            for k in keys
+        ]  # fmt: skip
+
+    @property
+    def meta(self) -> ModelMeta:
+        """Metadata of the first member (class names are the same for all)."""
+        return self.members[0][0].meta
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in probability-column order."""
+        return self.meta.class_names
+
+    @property
+    def engines(self) -> list[Engine]:
+        """The open engines, in member order."""
+        return [e for e, _ in self.members]
+
+    def describe(self) -> dict[str, Any]:
+        """What runs (:func:`runtime.engines.describe_members`: every member of an ensemble)."""
+        return describe_members([e.describe() for e, _ in self.members])
+
+    def decode(self, paths: Sequence[Path]) -> list[np.ndarray]:
+        """float32 batches of ``paths``, one per distinct eval transform (:attr:`groups`), for :meth:`forward`.
+
+        Raises:
+            runtime.preprocess.ImageError: an unreadable image.
+        """
+        return [np.stack([self.loader(p, meta) for p in paths]) for meta, _ in self.groups]
+
+    def forward(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """Weighted-mean probabilities, float32 (N, K), of pre-decoded batches (one per group, as from
+        :meth:`decode`): softmax of each member's logits, or its mean over the TTA views."""
+        total = None
+        for (_, indexes), array in zip(self.groups, arrays, strict=True):
+            for i in indexes:
+                engine, weight = self.members[i]
+                p = softmax(engine.run(array)) if self.tta == "none" else tta_probs(engine, array, self.tta)
+                total = weight * p if total is None else total + weight * p
+        assert total is not None
+        return total / sum(w for _, w in self.members)
+
+    def features(self, array: np.ndarray) -> np.ndarray:
+        """float32 (N, D) pooled pre-logit features of one member (no TTA, no ensemble).
+
+        Raises:
+            UserError: an ensemble or TTA was asked for, or the artifact has no features output.
+        """
+        if len(self.members) != 1 or self.tta != "none":
+            raise UserError("features come from one model without TTA")
+        return self.members[0][0].run_features(array)
+
+    def stream(
+        self,
+        items: Sequence[Item],
+        batch_size: int,
+        workers: int = 2,
+        skip_errors: bool = False,
+        offset: int = 0,
+        features: bool = False,
+    ) -> Iterator[tuple[Batch, np.ndarray | None]]:
+        """Decode ``items`` (overlapped with inference, :func:`runtime.pipeline.stream_batches`) and yield each
+        :class:`Batch` with its float32 (len(ok), K) probabilities (float32 (len(ok), D) features with
+        ``features``), or ``None`` when no image of the batch could be read.
+
+        Raises:
+            UserError: an unreadable item when ``skip_errors`` is false; see :meth:`features`.
+        """
+        streams = [stream_batches(items, meta, batch_size, workers, skip_errors=skip_errors, offset=offset,
+                                  loader=self.loader) for meta, _ in self.groups]  # fmt: skip
+        for batches in zip(*streams, strict=True):
+            batch, arrays = _common(batches)
+            if batch.array is None:
+                yield batch, None
+            elif features:
+                yield batch, self.features(batch.array)
+            else:
+                yield batch, self.forward(arrays)
+
+    def close(self) -> None:
+        """Close every engine (idempotent)."""
+        for engine, _ in self.members:
+            engine.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _common(batches: Sequence[Batch]) -> tuple[Batch, list[np.ndarray]]:
+    """The items every group decoded (an image one transform could not read counts as failed for all)."""
+    if len(batches) == 1:
+        b = batches[0]
+        return b, [] if b.array is None else [b.array]
+    ok = sorted(set.intersection(*(set(b.ok) for b in batches)))
+    errors = dict(e for b in reversed(batches) for e in b.errors)
+    if not ok:
+        return Batch(batches[0].start, batches[0].count, [], None, sorted(errors.items())), []
+    arrays = []
+    for b in batches:
+        assert b.array is not None
+        keep = [j for j, pos in enumerate(b.ok) if pos in set(ok)]
+        arrays.append(b.array[keep])
+    return Batch(batches[0].start, batches[0].count, ok, arrays[0], sorted(errors.items())), arrays

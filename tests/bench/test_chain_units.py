@@ -1,0 +1,40 @@
+"""bench.chain bookkeeping: per-target rows of a one-process export, the table, child peak memory."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bench.chain import CPU_TARGETS, Chain, Row, markdown, run_child, split_targets
+
+
+def test_one_process_export_is_split_into_target_rows(tmp_path: Path) -> None:
+    chain = Chain(tmp_path / "data", tmp_path, list(CPU_TARGETS), one_process=True)
+    steps = [("load checkpoint", 900), ("torch.onnx export", 3000), ("reference logits (torch)", 1200)]
+    steps += [("build model.onnx", 1000), ("verify model.onnx", 1500), ("build model.fp16.onnx", 1100)]
+    steps += [("verify model.fp16.onnx", 1400), ("build openvino/model.xml", 2000), ("verify openvino/model.xml", 1300)]
+    steps += [("build model.int8.onnx", 2500), ("verify model.int8.onnx", 1600)]
+    steps += [("verify model.int8.onnx (openvino)", 1700)]
+    report = tmp_path / "memory" / f"m.{'+'.join(CPU_TARGETS)}.json"
+    report.parent.mkdir()
+    report.write_text(json.dumps({"steps": [{"step": n, "peak_rss_mib": p, "seconds": 2.0} for n, p in steps]}))
+    model_dir = tmp_path / "artifacts" / "m"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.int8.onnx").write_bytes(b"0" * 2**20)
+    result = {"passed": True, "top1_agreement": 1.0, "candidate_f1_micro": 0.5, "reference_f1_micro": 0.5}
+    (model_dir / "verify.json").write_text(json.dumps({"model.int8.onnx": result}))
+    rows = {r.step: r for r in split_targets(chain, "m", Row("m", "export (all targets)", 0, 30.0, 3000.0))}
+    assert list(rows) == list(CPU_TARGETS)
+    assert rows["onnx"].peak_rss_mib == 1500 and rows["onnx"].wall_s == 4.0
+    assert rows["openvino"].peak_rss_mib == 2000
+    assert rows["onnx-int8"].peak_rss_mib == 2500 and rows["onnx-int8"].wall_s == 6.0
+    assert rows["onnx-int8"].size_mib == 1.0 and rows["onnx-int8"].verify.startswith("PASS")
+    table = markdown(list(rows.values()), "header")
+    assert table.count("\n| m | ") == len(CPU_TARGETS) and "| 2.44 |" in table  # 2500 MiB
+
+
+def test_run_child_reports_the_childs_peak_memory(tmp_path: Path) -> None:
+    code = "b = bytearray(300 * 2**20); b[::4096] = b'1' * len(b[::4096])"
+    rc, wall, peak = run_child([sys.executable, "-c", code], tmp_path / "log.txt")
+    assert rc == 0 and wall > 0 and 300 <= peak < 1000
