@@ -135,7 +135,7 @@ class Chain:
             "-m", "train", "--model", model, "--data", str(self.data), "--epochs", "1",
             "--set", "pretrained=false", "--set", f"artifacts={self.artifacts}", "--set", f"runs={self.out / 'runs'}",
             "--set", f"train_csv={train_csv}", "--set", f"valid_csv={valid_csv}", "--set", "workers=0",
-            "--set", "batch_size=8",
+            "--set", "batch_size=8", "--set", "warmup_epochs=0",
         )  # fmt: skip
         log = self.out / "logs" / f"{model}.train.log"
         if self.reuse_checkpoints and (self.artifacts / model / "best.pt").is_file():

@@ -25,11 +25,16 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import multiprocessing
 import shutil
 import sys
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from export.budget import ActivationSize, MemoryPlan, activation_size, available_bytes, plan_memory
 from export.memory import StepMeter
@@ -181,8 +186,13 @@ class Exporter:
 
     def _verify(self, rel: str, engine_name: str, artifact: Path, precision: str) -> dict[str, Any] | None:
         key = record_key(rel, engine_name)
-        with self._step(f"verify {key}"), engine_class(engine_name)(artifact, threads=self.cfg.threads) as engine:
-            cand = collect_logits(engine, self.paths, self.plan.batch_size)
+        with self._step(f"verify {key}"):
+            if key == rel:
+                cand = engine_logits(engine_name, artifact, self.paths, self.plan.batch_size, self.cfg.threads)
+            else:  # another engine's reading of the file runs in a child: a crash there cannot take the export down
+                cand = self._logits_in_child(key, engine_name, artifact)
+        if cand is None:
+            return None
         result = judge(self.ref_logits, cand, self.targets, precision, self.gates)
         self.results[key] = result
         print(summary_line(key, result), file=sys.stderr)
@@ -196,6 +206,17 @@ class Exporter:
             return result
         self.results[f"{rel} (rejected export)"] = self.results.pop(key)  # the installed file keeps its record
         self.failed.append(f"{rel}: {result['gate']} not met, not installed")
+        return None
+
+    def _logits_in_child(self, key: str, engine_name: str, artifact: Path) -> np.ndarray | None:
+        args = (engine_name, artifact, self.paths, self.plan.batch_size, self.cfg.threads)
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                return pool.submit(engine_logits, *args).result()
+            except BrokenProcessPool:
+                reason = f"{engine_name} crashed reading the file (its process died)"
+        self.results[key] = {"precision": "int8", "passed": False, "error": reason}
+        print(f"WARN {key}: {reason}; recorded, the artifact stays installed", file=sys.stderr)
         return None
 
     @staticmethod
@@ -261,6 +282,8 @@ class Exporter:
 
     def _int8(self, fp32: Path, symmetric: bool = False) -> Callable[[Path], ModelMeta]:
         def build(out: Path) -> ModelMeta:
+            if self.plan.calibration_refusal:
+                raise UserError(self.plan.calibration_refusal)
             settings = quantize_int8(
                 fp32,
                 out,
@@ -272,7 +295,7 @@ class Exporter:
                 per_channel=self.cfg.int8_per_channel,
                 symmetric_activations=symmetric,
                 stride=self.stride,
-                batch_size=self.plan.batch_size,
+                batch_size=self.stride,
             )
             meta = self._meta(precision="int8", quantization=settings)
             write_onnx_meta(out, meta)
@@ -324,6 +347,14 @@ class Exporter:
         if result is not None:
             self._install(sidecar_path(tmp), sidecar_path(self.model_dir / rel))
             self._install(tmp, self.model_dir / rel)
+
+
+def engine_logits(
+    engine_name: str, artifact: Path, paths: list[Path], batch_size: int, threads: int | None
+) -> np.ndarray:
+    """Logits (N, K) of ``artifact`` run by ``engine_name`` on ``paths`` (picklable: also runs in a child)."""
+    with engine_class(engine_name)(artifact, threads=threads) as engine:
+        return collect_logits(engine, paths, batch_size)
 
 
 def export_model(
@@ -393,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         folds = fold_dirs(Path(cfg.artifacts) / args.model, args.folds or None)
         names = [f"{args.model}/{p.name}" for p in folds]
     failed = []
-    meter = StepMeter() if args.memory_report else None
+    meter = StepMeter(path=Path(args.memory_report)) if args.memory_report else None
     for name in names:  # every fold is tried, as every target is
         if len(names) > 1:
             print(f"== {name}", file=sys.stderr)

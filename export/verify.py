@@ -112,6 +112,17 @@ def update_record(model_dir: Path, results: dict[str, dict[str, Any]], replace: 
     return path
 
 
+def _planned_batch(reference: Engine, fp32_onnx: Path, budget_gib: float, max_batch: int) -> int:
+    """The verification batch that fits ``budget_gib`` (``export.budget``), from ``fp32_onnx`` when present."""
+    from export.budget import activation_size, available_bytes, plan_memory
+
+    if not fp32_onnx.is_file():
+        return max_batch
+    params = sum(p.numel() * p.element_size() for p in reference.model.parameters())  # type: ignore[attr-defined]
+    plan = plan_memory(params, activation_size(fp32_onnx), budget_gib, max_batch, 1, available=available_bytes())
+    return plan.batch_size
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m export.verify``: re-verify every artifact of a model; exit 2 if any fails its gate."""
     from export.export import add_common_args, config_from_args, installed_artifacts, record_key, verification_set
@@ -128,14 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{checkpoint}: not found; run `make train MODEL={args.model}` first")
     with TorchEngine(checkpoint, threads=cfg.threads) as reference:
         paths, targets = verification_set(cfg, reference.meta.class_names)
-        ref_logits = collect_logits(reference, paths, cfg.batch_size)
+        batch = _planned_batch(reference, model_dir / "model.onnx", cfg.memory_budget_gib, cfg.batch_size)
+        ref_logits = collect_logits(reference, paths, batch)
     results, failed = {}, []
     gates = Gates(cfg.min_agreement, cfg.min_f1_ratio)
     for rel, engine_name, precision in installed_artifacts(model_dir):
         key = record_key(rel, engine_name)
         try:
             with create_engine(engine_name, model_dir / rel, threads=cfg.threads) as engine:
-                cand = collect_logits(engine, paths, cfg.batch_size)
+                cand = collect_logits(engine, paths, batch)
             results[key] = judge(ref_logits, cand, targets, precision, gates)
             print(summary_line(key, results[key]), file=sys.stderr)
         except UserError as exc:  # a broken or foreign file fails its check
