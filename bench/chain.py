@@ -58,15 +58,30 @@ class Row:
 
 
 def run_child(cmd: list[str], log: Path) -> tuple[int, float, float]:
-    """Run ``cmd`` with output to ``log``; returns (exit status, wall seconds, peak resident MiB of the child)."""
+    """Run ``cmd`` with output to ``log``; returns (exit status, wall seconds, peak resident MiB of the child).
+
+    The peak comes from GNU ``/usr/bin/time`` where installed: a child forked from this process inherits this
+    process's peak in its own ``ru_maxrss`` when it execs (Linux keeps the larger), while ``time`` is small.
+    Elsewhere it is ``wait4``'s ``ru_maxrss``, which may include this process's peak. A child killed by signal N
+    reads as status 128 + N through ``time`` (137: SIGKILL, the OOM killer's), -N without it.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    gnu_time = Path("/usr/bin/time")
+    measured = log.with_suffix(".maxrss")
+    if gnu_time.is_file():
+        cmd = [str(gnu_time), "-f", "%M", "-o", str(measured), *cmd]
     start = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024
+    wall = time.perf_counter() - start
+    rc = os.waitstatus_to_exitcode(status)
+    peak_kib = float(usage.ru_maxrss)
+    if gnu_time.is_file():
+        lines = measured.read_text().split() if measured.is_file() else []
+        peak_kib = float(lines[-1]) if lines and lines[-1].isdigit() else 0.0
+    return rc, wall, peak_kib / 1024
 
 
 def _size_mib(path: Path) -> float | None:
@@ -135,7 +150,7 @@ class Chain:
             "-m", "train", "--model", model, "--data", str(self.data), "--epochs", "1",
             "--set", "pretrained=false", "--set", f"artifacts={self.artifacts}", "--set", f"runs={self.out / 'runs'}",
             "--set", f"train_csv={train_csv}", "--set", f"valid_csv={valid_csv}", "--set", "workers=0",
-            "--set", "batch_size=8",
+            "--set", "batch_size=8", "--set", "warmup_epochs=0",
         )  # fmt: skip
         log = self.out / "logs" / f"{model}.train.log"
         if self.reuse_checkpoints and (self.artifacts / model / "best.pt").is_file():

@@ -25,15 +25,19 @@ WEIGHT_COPIES = 4
 _FLOAT_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8}
 HISTOGRAM_METHODS = ("entropy", "percentile")
 FORWARD_FRACTION = 4
+#: ONNX Runtime's MinMax calibration session (graph optimisations off, every calibrated tensor also feeding a
+#: ReduceMin and a ReduceMax) held 0.4 x the summed activations per image: swin_base at batch 32 grew past 12 GiB
+MINMAX_FRACTION = 2
 
 
 @dataclasses.dataclass
 class MemoryPlan:
     """Sizes an export works with (bytes; images).
 
-    ``batch_size`` is the verification and calibration forward batch; ``stride`` the number of calibration images
-    whose statistics are collected before being reduced (ONNX Runtime ``CalibStridedMinMax``); ``calibration_images``
-    the count actually used (a multiple of ``stride``).
+    ``batch_size`` is the verification forward batch; ``stride`` the number of calibration images run and reduced
+    at a time (ONNX Runtime ``CalibStridedMinMax``, also the calibration batch); ``calibration_images`` the count
+    actually used (a multiple of ``stride``); ``calibration_refusal`` the one-line reason INT8 calibration cannot
+    fit, if so (the other targets still build).
     """
 
     limit_bytes: int
@@ -42,6 +46,7 @@ class MemoryPlan:
     batch_size: int
     stride: int
     calibration_images: int
+    calibration_refusal: str | None = None
 
     def describe(self) -> str:
         """One line for the log."""
@@ -159,11 +164,12 @@ def plan_memory(
     available: int | None = None,
 ) -> MemoryPlan:
     """Choose the forward batch and the calibration stride so that weights x ``WEIGHT_COPIES`` + one batch's
-    working set (or, for a histogram method, every activation of one stride) fits in ``budget_gib`` and in
-    ``available`` bytes when given.
+    working set, and + one calibration stride (MinMax: half the summed activations per image; a histogram method:
+    all of them), fit in ``budget_gib`` and in ``available`` bytes when given.
 
     Raises:
-        UserError: one line with the estimate, when even one image at a time does not fit.
+        UserError: one line with the estimate, when even one image at a time does not fit a forward pass (a
+            calibration that does not fit is recorded in ``calibration_refusal`` instead).
     """
     limit = int(budget_gib * GIB)
     if available is not None:
@@ -178,13 +184,14 @@ def plan_memory(
             "refused before starting"
         )
     batch = int(max(1, min(max_batch, room // activations.forward)))
-    stride_cap = batch
-    if method in HISTOGRAM_METHODS:
-        if room < activations.total:
-            raise UserError(
-                f"{method} calibration keeps every activation of each image of a stride ({activations.total / GIB:.2f}"
-                f" GiB per image), more than {allowed} leaves after the weights: use int8_method: minmax"
-            )
-        stride_cap = int(min(batch, room // max(activations.total, 1)))
-    stride, used = _stride_for(calibration_images, stride_cap)
-    return MemoryPlan(limit, param_bytes, activations.total, batch, stride, used)
+    per_image = activations.total if method in HISTOGRAM_METHODS else activations.total // MINMAX_FRACTION
+    refusal = None
+    if room < per_image:
+        what = "keeps every activation of each image of a stride" if method in HISTOGRAM_METHODS else "needs"
+        refusal = (
+            f"{method} calibration {what} ({per_image / GIB:.2f} GiB per image), more than the "
+            f"{room / GIB:.2f} GiB {allowed} leaves after the weights"
+            + ("; use int8_method: minmax" if method in HISTOGRAM_METHODS else "; raise memory_budget_gib")
+        )
+    stride, used = _stride_for(calibration_images, int(max(1, min(batch, room // max(per_image, 1)))))
+    return MemoryPlan(limit, param_bytes, activations.total, batch, stride, used, refusal)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         folds = fold_dirs(Path(cfg.artifacts) / args.model, args.folds or None)
         names = [f"{args.model}/{p.name}" for p in folds]
     failed = []
-    meter = StepMeter() if args.memory_report else None
+    meter = StepMeter(path=Path(args.memory_report)) if args.memory_report else None
     for name in names:  # every fold is tried, as every target is
         if len(names) > 1:
             print(f"== {name}", file=sys.stderr)

@@ -37,6 +37,7 @@ class StepMeter:
     ``seconds``, in the order the steps ran."""
 
     steps: list[dict[str, object]] = dataclasses.field(default_factory=list)
+    path: Path | None = None  #: rewritten after every step, so a killed export leaves its steps so far
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -59,6 +60,8 @@ class StepMeter:
                     "reset": reset,
                 }
             )
+            if self.path is not None:
+                self.write(self.path)
 
     def write(self, path: str | Path) -> None:
         """Write the steps as JSON (atomically) with the largest step peak."""

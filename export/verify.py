@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,30 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
 def collect_logits(engine: Engine, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> np.ndarray:
     """Logits (N, K) of ``engine`` on ``paths``, preprocessed with the engine's own metadata."""
     return np.concatenate([engine.run(batch) for batch in iter_batches(paths, engine.meta, batch_size)])
+
+
+def engine_logits(
+    engine_name: str, artifact: Path, paths: list[Path], batch_size: int, threads: int | None
+) -> np.ndarray:
+    """Logits (N, K) of ``artifact`` run by ``engine_name`` on ``paths`` (picklable: also runs in a child)."""
+    with engine_class(engine_name)(artifact, threads=threads) as engine:
+        return collect_logits(engine, paths, batch_size)
+
+
+def logits_in_child(
+    engine_name: str, artifact: Path, paths: list[Path], batch_size: int, threads: int | None
+) -> np.ndarray:
+    """:func:`engine_logits` in a spawned child process, so that a crash of a native library (OpenVINO reading
+    the INT8 QDQ file of swin_base segfaulted) cannot take the calling process down.
+
+    Raises:
+        UserError: the child process died.
+    """
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(engine_logits, engine_name, artifact, paths, batch_size, threads).result()
+        except BrokenProcessPool:
+            raise UserError(f"{engine_name} crashed reading {artifact.name} (its process died)") from None
 
 
 def judge(
@@ -158,18 +185,32 @@ class Verifier:
     batch_size: int = 32
     threads: int | None = None
 
-    def check(self, artifact: Path, engine_name: str, precision: str, key: str) -> dict[str, Any]:
-        """Run ``artifact`` with ``engine_name`` on the reference images, apply the gate of ``precision`` and print
-        the result line; returns :func:`judge`'s dict.
+    def check(
+        self, artifact: Path, engine_name: str, precision: str, key: str, isolated: bool = False
+    ) -> dict[str, Any]:
+        """Run ``artifact`` with ``engine_name`` on the reference images (in a child process with ``isolated``,
+        :func:`logits_in_child`), apply the gate of ``precision`` and print the result line; returns
+        :func:`judge`'s dict.
 
         Raises:
-            UserError: the engine cannot open or run the artifact.
+            UserError: the engine cannot open or run the artifact, or its isolated process died.
         """
-        with engine_class(engine_name)(artifact, threads=self.threads) as engine:
-            logits = collect_logits(engine, self.reference.paths, self.batch_size)
+        run = logits_in_child if isolated else engine_logits
+        logits = run(engine_name, artifact, self.reference.paths, self.batch_size, self.threads)
         result = judge(self.reference.logits, logits, self.reference.targets, precision, self.gates)
         print(summary_line(key, result), file=sys.stderr)
         return result
+
+
+def planned_batch(reference: Engine, fp32_onnx: Path, budget_gib: float, max_batch: int) -> int:
+    """The verification batch that fits ``budget_gib`` (``export.budget``), from ``fp32_onnx`` when present."""
+    from export.budget import activation_size, available_bytes, plan_memory
+
+    if not fp32_onnx.is_file():
+        return max_batch
+    params = sum(p.numel() * p.element_size() for p in reference.model.parameters())  # type: ignore[attr-defined]
+    plan = plan_memory(params, activation_size(fp32_onnx), budget_gib, max_batch, 1, available=available_bytes())
+    return plan.batch_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{checkpoint}: not found; run `make train MODEL={args.model}` first")
     with TorchEngine(checkpoint, threads=cfg.threads) as torch_engine:
         paths, targets = labelled_indices(cfg.data, cfg.verify_csv, torch_engine.meta.class_names, cfg.verify_images)
-        reference = Reference.of(torch_engine, paths, targets, cfg.batch_size)
-    verifier = Verifier(reference, Gates(cfg.min_agreement, cfg.min_f1_ratio), cfg.batch_size, cfg.threads)
+        batch = planned_batch(torch_engine, model_dir / "model.onnx", cfg.memory_budget_gib, cfg.batch_size)
+        reference = Reference.of(torch_engine, paths, targets, batch)
+    verifier = Verifier(reference, Gates(cfg.min_agreement, cfg.min_f1_ratio), batch, cfg.threads)
     results, failed = {}, []
     for rel, engine_name, precision in installed_artifacts(model_dir):
         key = record_key(rel, engine_name)
