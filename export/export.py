@@ -107,7 +107,9 @@ class Exporter:
         if result["passed"]:
             return result
         if key != rel:  # another engine reading the file: recorded (the bench marks that cell), not fatal
-            print(f"WARN {key}: the artifact passed with its own engine but not with {engine_name}", file=sys.stderr)
+            own = self.results.get(rel, {}).get("passed")
+            how = "passed with its own engine but not" if own else "fails its gate with its own engine and"
+            print(f"WARN {key}: the artifact {how} with {engine_name}", file=sys.stderr)
             return None
         if self.cfg.allow_degraded:
             print(f"WARN {rel}: installed although it failed its gate (--allow-degraded)", file=sys.stderr)
