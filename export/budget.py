@@ -25,9 +25,9 @@ WEIGHT_COPIES = 4
 _FLOAT_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8}
 HISTOGRAM_METHODS = ("entropy", "percentile")
 FORWARD_FRACTION = 4
-#: ONNX Runtime's MinMax calibration session (graph optimisations off, every calibrated tensor also feeding a
-#: ReduceMin and a ReduceMax) held 0.4 x the summed activations per image: swin_base at batch 32 grew past 12 GiB
-MINMAX_FRACTION = 2
+#: memory of ONNX Runtime's calibration per image of a stride, in summed activations: measured on swin_base (663 MiB
+#: per image) 4.5 GiB peak at stride 2 and 10.5 GiB at stride 8 (about 1.6 x per image), resnet50 8.3 GiB at stride 32
+CALIBRATION_FACTOR = 2
 
 
 @dataclasses.dataclass
@@ -164,8 +164,8 @@ def plan_memory(
     available: int | None = None,
 ) -> MemoryPlan:
     """Choose the forward batch and the calibration stride so that weights x ``WEIGHT_COPIES`` + one batch's
-    working set, and + one calibration stride (MinMax: half the summed activations per image; a histogram method:
-    all of them), fit in ``budget_gib`` and in ``available`` bytes when given.
+    working set, and + one calibration stride (``CALIBRATION_FACTOR`` x the summed activations per image, MinMax and
+    histogram methods alike), fit in ``budget_gib`` and in ``available`` bytes when given.
 
     Raises:
         UserError: one line with the estimate, when even one image at a time does not fit a forward pass (a
@@ -184,7 +184,7 @@ def plan_memory(
             "refused before starting"
         )
     batch = int(max(1, min(max_batch, room // activations.forward)))
-    per_image = activations.total if method in HISTOGRAM_METHODS else activations.total // MINMAX_FRACTION
+    per_image = activations.total * CALIBRATION_FACTOR
     refusal = None
     if room < per_image:
         what = "keeps every activation of each image of a stride" if method in HISTOGRAM_METHODS else "needs"

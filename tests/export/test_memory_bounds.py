@@ -32,10 +32,10 @@ def test_plan_fits_the_budget_and_strides_divide_the_images() -> None:
 
 def test_histogram_methods_stream_or_are_refused_in_one_line() -> None:
     acts = ActivationSize(total=3 * GIB, largest=2**20)
-    minmax = plan_memory(2**20, acts, budget_gib=4.0, max_batch=32, calibration_images=256)
-    assert minmax.batch_size > 1 and minmax.calibration_refusal is None  # MinMax holds half the total per image
-    assert minmax.stride == 2  # 4 GiB / 1.5 GiB
-    entropy = plan_memory(2**20, ActivationSize(GIB // 2, 2**20), 4.0, 32, 256, method="entropy")
+    minmax = plan_memory(2**20, acts, budget_gib=13.0, max_batch=32, calibration_images=256)
+    assert minmax.batch_size > 1 and minmax.calibration_refusal is None
+    assert minmax.stride == 2  # 13 GiB / (2 x 3 GiB) per image
+    entropy = plan_memory(2**20, ActivationSize(GIB // 4, 2**20), 4.0, 32, 256, method="entropy")
     assert entropy.stride <= 7 and entropy.calibration_images % entropy.stride == 0  # <= 4 GiB held per stride
     refused = plan_memory(2**20, acts, budget_gib=2.0, max_batch=32, calibration_images=256, method="entropy")
     assert refused.calibration_refusal is not None and "\n" not in refused.calibration_refusal
