@@ -24,37 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.chain_table import CPU_TARGETS, Row, artifact_path, markdown, row_line, size_mib, verdict, verify_keys
+from export.config import target_file
 from runtime.atomic import write_text
 from runtime.errors import ArgumentParser, UserError, description, run_cli
-
-CPU_TARGETS = ("onnx", "onnx-fp16", "openvino", "onnx-int8")
-#: artifact of each target and the verify.json keys that judge it
-TARGET_FILES = {
-    "onnx": "model.onnx",
-    "onnx-fp16": "model.fp16.onnx",
-    "openvino": "openvino",
-    "onnx-int8": "model.int8.onnx",
-}
-VERIFY_KEYS = {
-    "onnx": ["model.onnx"],
-    "onnx-fp16": ["model.fp16.onnx"],
-    "openvino": ["openvino/model.xml"],
-    "onnx-int8": ["model.int8.onnx", "model.int8.onnx (openvino)"],
-}
-
-
-@dataclasses.dataclass
-class Row:
-    """One step of the chain: wall seconds, peak resident MiB, artifact MiB, verification summary."""
-
-    model: str
-    step: str
-    rc: int
-    wall_s: float
-    peak_rss_mib: float
-    size_mib: float | None = None
-    verify: str = ""
-    log: str = ""
 
 
 def run_child(cmd: list[str], log: Path) -> tuple[int, float, float]:
@@ -82,30 +55,6 @@ def run_child(cmd: list[str], log: Path) -> tuple[int, float, float]:
         lines = measured.read_text().split() if measured.is_file() else []
         peak_kib = float(lines[-1]) if lines and lines[-1].isdigit() else 0.0
     return rc, wall, peak_kib / 1024
-
-
-def _size_mib(path: Path) -> float | None:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
-    return path.stat().st_size / 2**20 if path.is_file() else None
-
-
-def _verdict(model_dir: Path, target: str) -> str:
-    try:
-        record = json.loads((model_dir / "verify.json").read_text())
-    except (OSError, ValueError):
-        return "no verify.json"
-    parts = []
-    for key in VERIFY_KEYS[target]:
-        r = record.get(key)
-        if r is None or "top1_agreement" not in r:
-            continue
-        engine = "OV " if "(openvino)" in key else ""
-        parts.append(
-            f"{engine}{'PASS' if r['passed'] else 'FAIL'} agree {r['top1_agreement']:.3f}, "
-            f"F1 {r['candidate_f1_micro']:.3f}/{r['reference_f1_micro']:.3f}"
-        )
-    return "; ".join(parts) or "not verified"
 
 
 def tiny_subset(data: Path, out: Path, train_per_class: int, valid_per_class: int) -> tuple[Path, Path]:
@@ -154,9 +103,9 @@ class Chain:
         )  # fmt: skip
         log = self.out / "logs" / f"{model}.train.log"
         if self.reuse_checkpoints and (self.artifacts / model / "best.pt").is_file():
-            return Row(model, "train (reused)", 0, 0.0, 0.0, _size_mib(self.artifacts / model / "best.pt"))
+            return Row(model, "train (reused)", 0, 0.0, 0.0, size_mib(self.artifacts / model / "best.pt"))
         rc, wall, peak = run_child(cmd, log)
-        size = _size_mib(self.artifacts / model / "best.pt")
+        size = size_mib(self.artifacts / model / "best.pt")
         return Row(model, "train", rc, wall, peak, size, "" if rc == 0 else _last_error(log), str(log))
 
     def export(self, model: str, target: str) -> Row:
@@ -175,8 +124,8 @@ class Chain:
         with contextlib.suppress(OSError, ValueError, KeyError):  # resetting per-step peaks lowers ru_maxrss
             peak = max(peak, json.loads(report.read_text())["peak_rss_mib"])
         model_dir = self.artifacts / model
-        verdict = _verdict(model_dir, target) if rc == 0 else _last_error(log)
-        return Row(model, target, rc, wall, peak, _size_mib(model_dir / TARGET_FILES[target]), verdict, str(log))
+        judged = verdict(model_dir, target) if rc == 0 else _last_error(log)
+        return Row(model, target, rc, wall, peak, size_mib(artifact_path(model_dir, target)), judged, str(log))
 
     def predict_bench(self, model: str) -> list[Row]:
         out = self.out / "predict" / f"{model}.csv"
@@ -209,21 +158,21 @@ def _last_error(log: Path) -> str:
 def run_model(chain: Chain, model: str, train_csv: Path, valid_csv: Path) -> list[Row]:
     """Train, export every target (each in a child), then predict and bench when asked; prints each row."""
     rows = [chain.train(model, train_csv, valid_csv)]
-    print(_row_line(rows[-1]), file=sys.stderr)
+    print(row_line(rows[-1]), file=sys.stderr)
     if rows[-1].rc != 0:
         return rows
     if chain.one_process:
         rows.append(chain.export(model, ",".join(chain.targets)))
         rows.extend(split_targets(chain, model, rows[-1]))
         for row in rows[-len(chain.targets) - 1 :]:
-            print(_row_line(row), file=sys.stderr)
+            print(row_line(row), file=sys.stderr)
     for target in [] if chain.one_process else chain.targets:
         rows.append(chain.export(model, target))
-        print(_row_line(rows[-1]), file=sys.stderr)
+        print(row_line(rows[-1]), file=sys.stderr)
     if chain.predict_and_bench:
         rows.extend(chain.predict_bench(model))
         for row in rows[-2:]:
-            print(_row_line(row), file=sys.stderr)
+            print(row_line(row), file=sys.stderr)
     return rows
 
 
@@ -239,40 +188,15 @@ def split_targets(chain: Chain, model: str, whole: Row) -> list[Row]:
     model_dir = chain.artifacts / model
     rows = []
     for target in chain.targets:
-        files = [TARGET_FILES[target], *VERIFY_KEYS[target]]
-        mine = [s for s in steps if any(s["step"].endswith(f) or s["step"].endswith(f"{f}/model.xml") for f in files)]
+        files = [target_file(target), *verify_keys(target)]
+        mine = [s for s in steps if any(s["step"].endswith(f) for f in files)]
         if not mine:
             continue
         wall = sum(s["seconds"] for s in mine)
         peak = max(s["peak_rss_mib"] for s in mine)
-        size = _size_mib(model_dir / TARGET_FILES[target])
-        rows.append(Row(model, target, whole.rc, wall, peak, size, _verdict(model_dir, target), whole.log))
+        size = size_mib(artifact_path(model_dir, target))
+        rows.append(Row(model, target, whole.rc, wall, peak, size, verdict(model_dir, target), whole.log))
     return rows
-
-
-def _row_line(row: Row) -> str:
-    status = "ok" if row.rc == 0 else f"rc {row.rc}"
-    size = f", {row.size_mib:.1f} MiB" if row.size_mib is not None else ""
-    peak = row.peak_rss_mib / 1024
-    return f"{row.model} {row.step}: {status}, {row.wall_s:.0f} s, peak {peak:.2f} GiB{size} {row.verify}"
-
-
-def markdown(rows: list[Row], header: str) -> str:
-    """The chain table: one line per model x step."""
-    lines = [
-        header,
-        "",
-        "| backbone | step | status | wall s | peak RSS GiB | size MiB | verify: top-1 agreement, micro-F1 / FP32 |",
-        "|---|---|---|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        status = "ok" if r.rc == 0 else ("killed (OOM?)" if r.rc in (-9, 137) else f"rc {r.rc}")
-        size = f"{r.size_mib:.1f}" if r.size_mib is not None else ""
-        verdict = r.verify.replace("|", "/")
-        lines.append(
-            f"| {r.model} | {r.step} | {status} | {r.wall_s:.0f} | {r.peak_rss_mib / 1024:.2f} | {size} | {verdict} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def _dataset(data: str | None, out: Path) -> Path:

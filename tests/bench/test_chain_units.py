@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from bench.chain import CPU_TARGETS, Chain, Row, markdown, run_child, split_targets
+from bench.chain import Chain, run_child, split_targets
+from bench.chain_table import CPU_TARGETS, Row, markdown
 
 
 def test_one_process_export_is_split_into_target_rows(tmp_path: Path) -> None:
