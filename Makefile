@@ -132,12 +132,13 @@ tensorboard: $(STAMP)  ## open the training logs under runs/
 
 # Generated outputs that `make clean` removes. Folders under data/ go only when this tool wrote them (they carry
 # the .imgcls-output marker, e.g. data/elpv from `make data`): a dataset you put there yourself is never touched.
-GENERATED := artifacts runs reports features submission.csv submission.csv.errors.csv submission.csv.partial.csv
+GENERATED := artifacts runs reports features submission.csv submission.csv.errors.csv submission.csv.partial.csv data/weights/efficientnet_lite0.pth
 
 clean:  ## remove generated outputs: artifacts/ runs/ reports/ features/ submission.csv*, tool-written data/* (keeps .venv)
 	@for p in $(GENERATED) $(dir $(wildcard data/*/.imgcls-output)); do \
 		if [ -e "$$p" ]; then echo "removing $$p"; rm -rf "$$p"; fi; \
 	done
+	@rmdir data/weights 2>/dev/null; true
 	@for d in data/*/; do [ -d "$$d" ] && [ ! -e "$$d.imgcls-output" ] && echo "kept $$d (not written by this tool)"; done; true
 
 distclean: clean  ## make clean, then remove .venv too

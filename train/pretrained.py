@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from runtime.atomic import OUTPUT_MARKER, atomic_path
+from runtime.atomic import atomic_path
 from runtime.errors import ArgumentParser, UserError, description, run_cli
 
 #: the package that ships the checkpoint, and the file inside it
@@ -148,11 +148,8 @@ def write_weights(out: Path, source: Path | None = None) -> dict[str, torch.Tens
     converted = convert_lite0(state, timm.create_model(TARGET_ARCH, pretrained=False).state_dict())
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give a file name")
-    new_folder = not out.parent.exists()
-    with atomic_path(out, suffix=".pth") as tmp:
+    with atomic_path(out, suffix=".pth") as tmp:  # `make clean` removes this file only, not the folder's others
         torch.save(converted, tmp)
-    if new_folder:  # a folder this tool made: `make clean` may remove it
-        (out.parent / OUTPUT_MARKER).write_text("written by imgcls-deploy (make weights)\n")
     return converted
 
 
