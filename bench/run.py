@@ -67,6 +67,13 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
         cell.process = None
 
 
+def _progress(cell: Cell, what: str) -> None:
+    """One stderr line per cell: what it did, with its F1 or the reason it is skipped."""
+    row = cell.row
+    done = f"micro-F1 {row.f1_micro:.4f}" if row.f1_micro is not None else row.status
+    print(f"bench {row.backbone} {row.cell} batch {row.batch_size}: {what}, {done}", file=sys.stderr, flush=True)
+
+
 def _round(cell: Cell, paths: list[Path], cfg: BenchConfig, first: bool) -> None:
     """One interleaved round of the cell: end to end, engine only at its batch, latency at ``latency_batch``."""
     assert cell.process is not None
@@ -132,14 +139,18 @@ def run_bench(cfg: BenchConfig, held: tuple[list[Path], list[str]] | None = None
             costs[folder] = {}
     for group in dict.fromkeys(c.backbone for c in cells):  # one backbone's cells are alive together
         mine = [c for c in cells if c.backbone == group]
+        start = time.perf_counter()
         for cell in mine:
             _start(cell, paths, targets, cfg)
+            _progress(cell, "predicted")
         for r in range(cfg.rounds):
             for cell in mine:
                 if cell.process is not None:
                     _round(cell, paths, cfg, first=r == 0)
+            print(f"bench {group}: timing round {r + 1}/{cfg.rounds} done", file=sys.stderr, flush=True)
         for cell in mine:
             _finish(cell, cfg, costs)
+        print(f"bench {group}: {len(mine)} cells in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     if cfg.matmul_peak:  # again at the end: the best of both is the yardstick (load or clock changes lower one)
         peaks.append(matmul_peak_gflops(threads=cfg.threads))
     peak = max((p["peak"] for p in peaks if p), default=None)
