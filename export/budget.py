@@ -25,8 +25,10 @@ WEIGHT_COPIES = 4
 _FLOAT_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8}
 HISTOGRAM_METHODS = ("entropy", "percentile")
 FORWARD_FRACTION = 4
-#: memory of ONNX Runtime's calibration per image of a stride, in summed activations: measured on swin_base (663 MiB
-#: per image) 4.5 GiB peak at stride 2 and 10.5 GiB at stride 8 (about 1.6 x per image), resnet50 8.3 GiB at stride 32
+#: memory of a histogram calibration (entropy, percentile) per image of a stride, in summed activations: ONNX
+#: Runtime makes every calibrated tensor a graph output and holds them all until the stride is reduced (measured
+#: with the library's session before export.calibrate: about 1.6 x per image on swin_base and resnet50). MinMax
+#: reduces each tensor as soon as it exists (export.calibrate) and costs one forward pass per image.
 CALIBRATION_FACTOR = 2
 
 
@@ -164,8 +166,9 @@ def plan_memory(
     available: int | None = None,
 ) -> MemoryPlan:
     """Choose the forward batch and the calibration stride so that weights x ``WEIGHT_COPIES`` + one batch's
-    working set, and + one calibration stride (``CALIBRATION_FACTOR`` x the summed activations per image, MinMax and
-    histogram methods alike), fit in ``budget_gib`` and in ``available`` bytes when given.
+    working set, and + one calibration stride (MinMax: one forward pass per image, the stride is the forward batch;
+    entropy and percentile: ``CALIBRATION_FACTOR`` x the summed activations per image), fit in ``budget_gib`` and in
+    ``available`` bytes when given.
 
     Raises:
         UserError: one line with the estimate, when even one image at a time does not fit a forward pass (a
@@ -184,14 +187,13 @@ def plan_memory(
             "refused before starting"
         )
     batch = int(max(1, min(max_batch, room // activations.forward)))
-    per_image = activations.total * CALIBRATION_FACTOR
+    histogram = method in HISTOGRAM_METHODS
+    per_image = activations.total * CALIBRATION_FACTOR if histogram else activations.forward
     refusal = None
-    if room < per_image:
-        what = "keeps every activation of each image of a stride" if method in HISTOGRAM_METHODS else "needs"
+    if room < per_image:  # MinMax: cannot happen (a forward pass of one image fits, checked above)
         refusal = (
-            f"{method} calibration {what} ({per_image / GIB:.2f} GiB per image), more than the "
-            f"{room / GIB:.2f} GiB {allowed} leaves after the weights"
-            + ("; use int8_method: minmax" if method in HISTOGRAM_METHODS else "; raise memory_budget_gib")
+            f"{method} calibration keeps every activation of each image of a stride ({per_image / GIB:.2f} GiB per "
+            f"image), more than the {room / GIB:.2f} GiB {allowed} leaves after the weights; use int8_method: minmax"
         )
     stride, used = _stride_for(calibration_images, int(max(1, min(batch, room // max(per_image, 1)))))
     return MemoryPlan(limit, param_bytes, activations.total, batch, stride, used, refusal)

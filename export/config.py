@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from export.calibrate import CALIBRATION_METHODS
 from export.onnx import EXPORTERS
-from export.quantize import CALIBRATION_METHODS, QUANT_TYPES
+from export.quantize import QUANT_TYPES
 from runtime.artifacts import ARTIFACT_FILES, PRECISIONS
 from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.errors import ArgumentParser, UserError

@@ -6,11 +6,10 @@ the runtime's own eval transform. On x86 the types decide the speed: unsigned ac
 (U8S8) use the VNNI kernels, while the library default S8S8 gave no gain over FP32 in the field notes' run;
 TensorRT needs symmetric signed activations (S8S8), so the TensorRT target asks for those.
 
-Calibration streams: the reader has ``__len__`` and ``set_range`` and ``quantize_static`` gets
-``CalibStridedMinMax = stride``, so ONNX Runtime collects ``stride`` images, reduces them to ranges (MinMax) or
-merges them into its histograms (entropy, percentile), and drops them before the next stride; memory does not grow
-with the number of calibration images (``CalibMaxIntermediateOutputs`` is not used: it drops data unreduced,
-onnxruntime#18893). ``export.budget`` chooses the stride.
+Calibration streams (``export.calibrate``): ONNX Runtime's calibrator runs ``stride`` images at a time on a
+session that frees each activation after its reductions, merges them into its ranges (MinMax) or histograms
+(entropy, percentile) and drops them; ``quantize_static`` then reads the ranges from ONNX Runtime's calibration
+cache. Memory does not grow with the number of calibration images; ``export.budget`` chooses the stride.
 
 Transformers stay transformers: LayerNormalization, Softmax, GELU and Erf are kept in float (they are left out of
 ``op_types_to_quantize``), and MatMuls whose two inputs are both activations (attention ``q @ k^T`` and
@@ -28,25 +27,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.registry import QDQRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+from export.calibrate import CALIBRATION_METHODS, ImageCalibrationReader, calibrate
 from runtime.errors import UserError
 from runtime.metadata import ModelMeta
-from runtime.pipeline import iter_batches
 
-CALIBRATION_METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "entropy": CalibrationMethod.Entropy,
-    "percentile": CalibrationMethod.Percentile,
-}
 QUANT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 #: ops kept in FP32 by :func:`convert_fp16` besides ONNX Runtime's default block list
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf")
@@ -54,43 +47,6 @@ FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf")
 INT8_FLOAT_OPS = ("LayerNormalization", "Softmax", "Gelu", "Erf")
 #: op types quantized to INT8
 INT8_OPS = tuple(sorted(set(QDQRegistry) - set(INT8_FLOAT_OPS)))
-
-
-class ImageCalibrationReader(CalibrationDataReader):
-    """Feeds preprocessed real images to ONNX Runtime's calibrator, ``batch_size`` at a time, from the range set
-    by ``set_range`` (all images until then): ONNX Runtime's strided calibration reads one range per stride.
-
-    Args:
-        paths: image files (e.g. the first N training images).
-        meta: artifact metadata: the eval transform's size, mean/std, interpolation and crop.
-        input_name: the graph input (``"input"``).
-    """
-
-    def __init__(self, paths: Sequence[str | os.PathLike], meta: ModelMeta, input_name: str, batch_size: int = 16):
-        self.paths, self.meta, self.input_name, self.batch_size = list(paths), meta, input_name, batch_size
-        self._batches: Iterator[np.ndarray] | None = None
-        self._range = (0, len(self.paths))
-
-    def __len__(self) -> int:
-        """Number of calibration images."""
-        return len(self.paths)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        """Read images ``start_index:end_index`` next (from the first of them)."""
-        self._range = (start_index, end_index)
-        self._batches = None
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        """The next ``{input_name: float32 (n, 3, H, W)}`` or ``None`` when the images are exhausted."""
-        if self._batches is None:
-            start, end = self._range
-            self._batches = iter_batches(self.paths[start:end], self.meta, self.batch_size)
-        batch = next(self._batches, None)
-        return None if batch is None else {self.input_name: batch}
-
-    def rewind(self) -> None:
-        """Start again from the first image."""
-        self._batches = None
 
 
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -135,28 +91,28 @@ def quantize_int8(
     """Write a static-INT8 QDQ model of ``fp32_onnx`` to ``out``; returns the settings used (for metadata).
 
     Args:
-        stride: calibration images reduced at a time (``CalibStridedMinMax``; must divide their number);
-            ``None``: all at once (memory grows with the count for histogram methods).
+        stride: calibration images run and reduced at a time (``export.calibrate``; must divide their number);
+            ``None``: all at once (histogram methods then hold every activation of every image).
         batch_size: images per calibration forward pass (at most ``stride``).
 
     Raises:
         UserError: unknown method or type, no calibration images, or a stride that does not divide their count.
     """
     _check_int8_args(method, activation_type, weight_type, len(calibration_paths), stride)
+    stride = stride or len(calibration_paths)
     with tempfile.TemporaryDirectory(prefix="quant-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+        prepared, cache = Path(tmp) / "prepared.onnx", Path(tmp) / "calibration.json"
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=False)
         model = onnx.load(str(prepared))
         float_matmuls = activation_matmuls(model)
         onnx.save_model(model, str(prepared))
         del model
-        extra: dict[str, object] = {"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True}
-        if stride is not None:
-            extra["CalibStridedMinMax"] = stride
+        reader = ImageCalibrationReader(calibration_paths, meta, "input", min(batch_size, stride))
+        calibrate(prepared, reader, method, INT8_OPS, stride, cache)
         quantize_static(
             str(prepared),
             str(out),
-            ImageCalibrationReader(calibration_paths, meta, "input", min(batch_size, stride or batch_size)),
+            None,
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=QUANT_TYPES[activation_type],
@@ -164,12 +120,13 @@ def quantize_int8(
             calibrate_method=CALIBRATION_METHODS[method],
             op_types_to_quantize=list(INT8_OPS),
             nodes_to_exclude=float_matmuls,
-            extra_options=extra,
+            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
+            calibration_cache_path=cache,
         )
     return {
         "calibration_method": method,
         "calibration_images": len(calibration_paths),
-        "calibration_stride": stride or len(calibration_paths),
+        "calibration_stride": stride,
         "activation_type": activation_type,
         "weight_type": weight_type,
         "per_channel": per_channel,

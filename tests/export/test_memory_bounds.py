@@ -13,7 +13,8 @@ import pytest
 from conftest import ROOT, run_module
 
 from export.budget import GIB, WEIGHT_COPIES, ActivationSize, activation_size, plan_memory
-from export.quantize import quantize_int8
+from export.calibrate import ImageCalibrationReader
+from export.quantize import INT8_OPS, quantize_int8
 from export.workdir import LOCK, PREFIX, remove_stale
 from runtime.errors import UserError
 from runtime.metadata import ONNX_META_KEY, ModelMeta
@@ -34,7 +35,8 @@ def test_histogram_methods_stream_or_are_refused_in_one_line() -> None:
     acts = ActivationSize(total=3 * GIB, largest=2**20)
     minmax = plan_memory(2**20, acts, budget_gib=13.0, max_batch=32, calibration_images=256)
     assert minmax.batch_size > 1 and minmax.calibration_refusal is None
-    assert minmax.stride == 2  # 13 GiB / (2 x 3 GiB) per image
+    # MinMax reduces each tensor at once (export.calibrate): a forward pass per image, 13 GiB / 0.75 GiB -> batch 17
+    assert minmax.batch_size == 17 and minmax.stride == 16  # the largest divisor of 256 up to the batch
     entropy = plan_memory(2**20, ActivationSize(GIB // 4, 2**20), 4.0, 32, 256, method="entropy")
     assert entropy.stride <= 7 and entropy.calibration_images % entropy.stride == 0  # <= 4 GiB held per stride
     refused = plan_memory(2**20, acts, budget_gib=2.0, max_batch=32, calibration_images=256, method="entropy")
@@ -76,6 +78,30 @@ def test_strided_minmax_calibration_gives_the_ranges_of_one_pass(tiny_model: dic
         np.testing.assert_allclose(a[name], b[name], rtol=1e-6)
     with pytest.raises(UserError, match="must divide"):
         quantize_int8(fp32, tmp_path / "x.onnx", images, meta, stride=3)
+
+
+def test_streamed_calibration_gives_onnx_runtimes_own_ranges(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    """Our stride-by-stride calibration on its own session equals quantize_static calibrating the same graph and
+    images itself (the library's session, one pass): same QuantizeLinear scales."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32 = tiny_model["artifacts"] / "model.onnx"
+    meta = ModelMeta.from_json({p.key: p.value for p in onnx.load(str(fp32)).metadata_props}[ONNX_META_KEY], "x")
+    images = sorted((tiny_model["data"] / "train").iterdir())[:8]
+    quantize_int8(fp32, tmp_path / "ours.onnx", images, meta, stride=4, batch_size=2)
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
+    quantize_static(
+        str(prepared), str(tmp_path / "library.onnx"), ImageCalibrationReader(images, meta, "input", 8),
+        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS),
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+    )  # fmt: skip
+    ours, library = _scales(tmp_path / "ours.onnx"), _scales(tmp_path / "library.onnx")
+    assert ours.keys() == library.keys() and len(ours) > 3
+    for name in ours:
+        np.testing.assert_allclose(ours[name], library[name], rtol=1e-6)
 
 
 def _killed_export_folder(model_dir: Path) -> None:
