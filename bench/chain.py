@@ -1,9 +1,9 @@
 """``python -m bench.chain`` (``make chain``): time and memory of the whole chain for each backbone config.
 
 For each config in ``configs/models/`` asked for: train a checkpoint of its architecture for one epoch on a tiny
-subset (``pretrained: false``: random weights are enough to measure; every layer trains, so a config's frozen
-backbone gets BatchNorm statistics of the data: frozen random weights gave efficientnetv2_rw_m logits that torch
-and ONNX Runtime computed up to 8e8 apart), export every CPU target, each target in its
+subset (``pretrained: false``: random weights are enough to measure; a frozen backbone's BatchNorm statistics
+follow the data, ``update_bn_stats: true``, since with their initial values efficientnetv2_rw_m's logits reached
+magnitudes where torch and ONNX Runtime differed by 8e8), export every CPU target, each target in its
 own child process (``python -m export --targets <t>``, as a user would), then optionally predict and bench. Per
 step it records the wall time, the child's peak resident memory (``ru_maxrss`` from ``wait4``, and the largest
 step of the export's ``--memory-report``), the artifact size and the verification result. Output in ``--out``:
@@ -99,7 +99,7 @@ class Chain:
     def train(self, model: str, train_csv: Path, valid_csv: Path) -> Row:
         cmd = self._py(
             "-m", "train", "--model", model, "--data", str(self.data), "--epochs", "1",
-            "--set", "pretrained=false", "--set", "freeze_backbone=false", "--set", "cache_features=false",
+            "--set", "pretrained=false", "--set", "update_bn_stats=true", "--set", "cache_features=false",
             "--set", f"artifacts={self.artifacts}", "--set", f"runs={self.out / 'runs'}",
             "--set", f"train_csv={train_csv}", "--set", f"valid_csv={valid_csv}", "--set", "workers=0",
             "--set", "batch_size=8", "--set", "warmup_epochs=0",

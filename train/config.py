@@ -26,7 +26,7 @@ class TrainConfig:
     pretrained: bool = False
     pretrained_path: str | None = None
     freeze_backbone: bool = False
-    #: with freeze_backbone: false keeps the backbone's BatchNorm layers in eval mode (pretrained running
+    #: with freeze_backbone: true, false keeps the backbone's BatchNorm layers in eval mode (pretrained running
     #: statistics unchanged); true lets training batches update them (the layers' weights stay frozen)
     update_bn_stats: bool = False
     #: with freeze_backbone and no train-time augmentation: compute the backbone's pre-logit features once
