@@ -56,9 +56,11 @@ def verdict(model_dir: Path, target: str) -> str:
     parts = []
     for key in verify_keys(target):
         r = record.get(key)
+        engine = "OV " if "(openvino)" in key else ""
+        if r is not None and "top1_agreement" not in r and r.get("error"):  # e.g. the reading engine crashed
+            parts.append(f"{engine}FAIL {r['error']}")
         if r is None or "top1_agreement" not in r:
             continue
-        engine = "OV " if "(openvino)" in key else ""
         parts.append(
             f"{engine}{'PASS' if r['passed'] else 'FAIL'} agree {r['top1_agreement']:.3f}, "
             f"F1 {r['candidate_f1_micro']:.3f}/{r['reference_f1_micro']:.3f}"

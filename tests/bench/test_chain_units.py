@@ -24,13 +24,15 @@ def test_one_process_export_is_split_into_target_rows(tmp_path: Path) -> None:
     model_dir.mkdir(parents=True)
     (model_dir / "model.int8.onnx").write_bytes(b"0" * 2**20)
     result = {"passed": True, "top1_agreement": 1.0, "candidate_f1_micro": 0.5, "reference_f1_micro": 0.5}
-    (model_dir / "verify.json").write_text(json.dumps({"model.int8.onnx": result}))
+    crash = {"passed": False, "error": "openvino crashed reading model.int8.onnx (its process died)"}
+    (model_dir / "verify.json").write_text(json.dumps({"model.int8.onnx": result, "model.int8.onnx (openvino)": crash}))
     rows = {r.step: r for r in split_targets(chain, "m", Row("m", "export (all targets)", 0, 30.0, 3000.0))}
     assert list(rows) == list(CPU_TARGETS)
     assert rows["onnx"].peak_rss_mib == 1500 and rows["onnx"].wall_s == 4.0
     assert rows["openvino"].peak_rss_mib == 2000
     assert rows["onnx-int8"].peak_rss_mib == 2500 and rows["onnx-int8"].wall_s == 6.0
     assert rows["onnx-int8"].size_mib == 1.0 and rows["onnx-int8"].verify.startswith("PASS")
+    assert rows["onnx-int8"].verify.endswith("; OV FAIL openvino crashed reading model.int8.onnx (its process died)")
     table = markdown(list(rows.values()), "header")
     assert table.count("\n| m | ") == len(CPU_TARGETS) and "| 2.44 |" in table  # 2500 MiB
 
