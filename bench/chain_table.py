@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 from export.config import TARGET_ARTIFACTS, target_file
-from export.verify import record_key
-from runtime.artifacts import ARTIFACT_FILES
+from runtime.artifacts import ARTIFACT_FILES, record_key
 
 #: the CPU export targets, each built in its own process
 CPU_TARGETS = tuple(TARGET_ARTIFACTS)

@@ -36,9 +36,9 @@ from export.config import ExportConfig, target_file
 from export.memory import StepMeter
 from export.onnx import export_onnx, write_onnx_meta
 from export.quantize import convert_fp16, quantize_int8
-from export.verify import Gates, Reference, Verifier, record_key, update_record
+from export.verify import Gates, Reference, Verifier, update_record
 from export.workdir import work_folder
-from runtime.artifacts import ARTIFACT_FILES, file_sha256
+from runtime.artifacts import ARTIFACT_FILES, file_sha256, record_key
 from runtime.dataset import labelled_indices
 from runtime.engines.pytorch import TorchEngine
 from runtime.errors import UserError, one_line

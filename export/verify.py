@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from export.config import add_common_args, config_from_args
-from runtime.artifacts import ARTIFACT_FILES
+from runtime.artifacts import ARTIFACT_FILES, record_key
 from runtime.atomic import write_text
 from runtime.dataset import labelled_indices
 from runtime.engines import engine_class
@@ -142,13 +142,6 @@ def update_record(model_dir: Path, results: dict[str, dict[str, Any]], replace: 
     record.update(results)
     write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
-
-
-def record_key(rel: str, engine: str) -> str:
-    """``verify.json`` key of an artifact checked with ``engine``: the file name for the engine the file is made
-    for (the first one listed in ``ARTIFACT_FILES``), ``"<file> (<engine>)"`` for another engine reading it."""
-    primary = next(e for (e, _), r in ARTIFACT_FILES.items() if r == rel)
-    return rel if engine == primary else f"{rel} ({engine})"
 
 
 def installed_artifacts(model_dir: Path) -> list[tuple[str, str, str]]:

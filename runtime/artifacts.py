@@ -31,6 +31,13 @@ def artifact_file(model_dir: str | os.PathLike, engine: str, precision: str) -> 
     return None if rel is None else Path(model_dir) / rel
 
 
+def record_key(rel: str, engine: str) -> str:
+    """``verify.json`` key of an artifact checked with ``engine``: the file name for the engine the file is made
+    for (the first one listed in ``ARTIFACT_FILES``), ``"<file> (<engine>)"`` for another engine reading it."""
+    primary = next(e for (e, _), r in ARTIFACT_FILES.items() if r == rel)
+    return rel if engine == primary else f"{rel} ({engine})"
+
+
 def precisions_for(engine: str) -> list[str]:
     """Precisions an engine can run."""
     return [p for (e, p) in ARTIFACT_FILES if e == engine]
@@ -120,3 +127,25 @@ def export_command(checkpoint: Path) -> str:
             count = "k"
         return f"make export MODEL={folder.parent.name} FOLDS={count}"
     return f"make export MODEL={folder.name}"
+
+
+def failed_gate(artifact: str | os.PathLike, engine: str, export: dict) -> bool:
+    """Whether ``artifact`` failed its verification gate when read by ``engine``: the result embedded in its
+    metadata (``export["verification"]``, for its own engine) or the record in the ``verify.json`` of its model
+    folder (:func:`record_key`; e.g. OpenVINO running ``model.int8.onnx``). Unreadable records count as no."""
+    if export.get("verification", {}).get("passed") is False:
+        return True
+    path = Path(artifact)
+    for root in (path.parent, path.parent.parent):
+        record = root / "verify.json"
+        if not record.is_file():
+            continue
+        rel = path.relative_to(root).as_posix()
+        if rel not in ARTIFACT_FILES.values():
+            return False
+        try:
+            entry = json.loads(record.read_text()).get(record_key(rel, engine), {})
+        except (OSError, ValueError, AttributeError):
+            return False
+        return isinstance(entry, dict) and entry.get("passed") is False
+    return False

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from runtime.artifacts import PRECISIONS
+from runtime.artifacts import PRECISIONS, failed_gate
 from runtime.atomic import write_text
 from runtime.config import parse_overrides
 from runtime.dataset import discover_inputs, resolve_ids
@@ -188,8 +188,9 @@ def write_rows(predictor: Predictor, items: list, ids: list[str], out: Path, opt
     partial = PartialOutput(out, columns)
     begin = rows.start + partial.open(opts.resume, signature)
     for engine in predictor.engines:
-        if engine.meta.export.get("verification", {}).get("passed") is False:
-            print(f"warning: {engine.artifact} failed its verification gate (exported with --allow-degraded)",
+        if failed_gate(engine.artifact, engine.name, engine.meta.export):
+            print(f"warning: {engine.artifact} failed its verification gate with engine '{engine.name}' "
+                  "(verify.json; exported with --allow-degraded or passed only with another engine)",
                   file=sys.stderr)  # fmt: skip
     t0 = time.perf_counter()
     bar = tqdm(total=len(rows), initial=begin - rows.start, desc="predict", unit="img",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,22 @@ def test_one_line_strips_worker_tracebacks() -> None:
     exc = UserError("Caught ImageError in DataLoader worker.\nTraceback...\nruntime.preprocess.ImageError: a.png: bad")
     assert one_line(exc) == "a.png: bad"
     assert one_line(UserError("plain")) == "plain"
+
+
+def test_failed_gate_reads_the_artifact_and_the_record_of_another_engine(tmp_path: Path) -> None:
+    """OpenVINO reading model.int8.onnx failed in verify.json while ONNX Runtime passed: only OpenVINO warns."""
+    from runtime.artifacts import failed_gate
+
+    int8, xml = tmp_path / "model.int8.onnx", tmp_path / "openvino" / "model.xml"
+    xml.parent.mkdir()
+    int8.write_bytes(b"x")
+    xml.write_bytes(b"x")
+    assert not failed_gate(int8, "openvino", {})  # no verify.json yet
+    record = {"model.int8.onnx": {"passed": True}, "model.int8.onnx (openvino)": {"passed": False},
+              "openvino/model.xml": {"passed": True}}  # fmt: skip
+    (tmp_path / "verify.json").write_text(json.dumps(record))
+    assert failed_gate(int8, "openvino", {}) and not failed_gate(int8, "onnx", {"verification": {"passed": True}})
+    assert not failed_gate(xml, "openvino", {})
+    assert failed_gate(int8, "onnx", {"verification": {"passed": False}})  # the embedded result counts too
+    (tmp_path / "verify.json").write_text("{broken")
+    assert not failed_gate(int8, "openvino", {})
