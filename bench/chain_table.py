@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from export.config import TARGET_ARTIFACTS, target_file
-from runtime.artifacts import ARTIFACT_FILES, record_key
+from runtime.artifacts import ARTIFACT_FILES, VERIFY_RECORD, record_key
 
 #: the CPU export targets, each built in its own process
 CPU_TARGETS = tuple(TARGET_ARTIFACTS)
@@ -49,9 +49,9 @@ def size_mib(path: Path) -> float | None:
 
 def verdict(model_dir: Path, target: str) -> str:
     try:
-        record = json.loads((model_dir / "verify.json").read_text())
+        record = json.loads((model_dir / VERIFY_RECORD).read_text())
     except (OSError, ValueError):
-        return "no verify.json"
+        return f"no {VERIFY_RECORD}"
     parts = []
     for key in verify_keys(target):
         r = record.get(key)

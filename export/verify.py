@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from export.config import add_common_args, config_from_args
-from runtime.artifacts import ARTIFACT_FILES, record_key
+from runtime.artifacts import ARTIFACT_FILES, VERIFY_RECORD, record_key
 from runtime.atomic import write_text
 from runtime.dataset import labelled_indices
 from runtime.engines import engine_class
@@ -132,7 +132,7 @@ def summary_line(name: str, result: dict[str, Any]) -> str:
 def update_record(model_dir: Path, results: dict[str, dict[str, Any]], replace: bool = False) -> Path:
     """Merge ``results`` (artifact key -> result) into ``<model_dir>/verify.json`` (or, with ``replace``, write
     only them: every installed artifact was just checked, so entries of removed files go), atomically."""
-    path = model_dir / "verify.json"
+    path = model_dir / VERIFY_RECORD
     record: dict[str, Any] = {}
     if path.is_file() and not replace:
         try:
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{model_dir}: no exported artifact to verify; run `make export MODEL={args.model}`")
     update_record(model_dir, results, replace=True)
     if failed:
-        raise UserError(f"{', '.join(failed)} failed verification (details in {model_dir / 'verify.json'})")
+        raise UserError(f"{', '.join(failed)} failed verification (details in {model_dir / VERIFY_RECORD})")
     return 0
 
 

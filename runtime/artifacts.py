@@ -31,6 +31,10 @@ def artifact_file(model_dir: str | os.PathLike, engine: str, precision: str) -> 
     return None if rel is None else Path(model_dir) / rel
 
 
+#: the verification record of a model folder: artifact key (:func:`record_key`) -> result, written by the export
+VERIFY_RECORD = "verify.json"
+
+
 def record_key(rel: str, engine: str) -> str:
     """``verify.json`` key of an artifact checked with ``engine``: the file name for the engine the file is made
     for (the first one listed in ``ARTIFACT_FILES``), ``"<file> (<engine>)"`` for another engine reading it."""
@@ -137,7 +141,7 @@ def failed_gate(artifact: str | os.PathLike, engine: str, export: dict) -> bool:
         return True
     path = Path(artifact)
     for root in (path.parent, path.parent.parent):
-        record = root / "verify.json"
+        record = root / VERIFY_RECORD
         if not record.is_file():
             continue
         rel = path.relative_to(root).as_posix()
