@@ -25,9 +25,10 @@ import pandas as pd
 from runtime.atomic import atomic_path, write_text
 from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import read_csv, require_dir, require_unique_ids
-from runtime.errors import ArgumentParser, UserError, description, run_cli, short_reason
+from runtime.errors import ArgumentParser, UserError, description, run_cli
+from train.clean_features import combine_features, load_features
 from train.clean_review import flagged_rows, gallery_html, write_thumbnails
-from train.outliers import METHODS, MethodOptions, concat_normalized, run_method
+from train.outliers import METHODS, MethodOptions, run_method
 
 
 @dataclasses.dataclass
@@ -80,58 +81,6 @@ class CleanConfig:
     def options(self) -> MethodOptions:
         """The methods' options."""
         return MethodOptions(self.flag_fraction, self.knn_k, self.knn_wide_k, self.pca_dims, self.seed, self.folds)
-
-
-def load_features(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """(features float32 N x D, index with ``image_id``, ``label``) from a ``runtime.features`` folder.
-
-    Raises:
-        UserError: missing files, or features and index of different lengths.
-    """
-    folder = require_dir(folder, "features folder")
-    path = folder / "features.npy"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; run `python -m runtime.features ... --out {folder}` first")
-    try:
-        features = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path}: not a numeric .npy array ({short_reason(exc)})") from None
-    index = read_csv(folder / "index.csv", require_label=True)
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
-        raise UserError(f"{path}: expected a 2-D numeric array (N images x D), got shape {features.shape}")
-    if len(features) != len(index):
-        raise UserError(f"{folder}: features.npy has {len(features)} rows but index.csv {len(index)}: not aligned")
-    if not np.isfinite(features).all():
-        raise UserError(f"{path}: contains NaN or infinite values; recompute the features")
-    require_unique_ids(index, folder / "index.csv")
-    return features.astype(np.float32), index
-
-
-def combine_features(sets: list[tuple[np.ndarray, pd.DataFrame]], names: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """One feature matrix from several sets of the same images: each set L2-normalised (rows), its rows put in
-    the first set's ``image_id`` order, concatenated and scaled by 1/sqrt(number of sets) (unit rows again).
-
-    Args:
-        sets: (features float N x D_i, index with ``image_id``, ``label``) per set, e.g. from :func:`load_features`.
-        names: the sets' names (folders) for messages.
-
-    Returns:
-        (float32 N x sum(D_i), the first set's index).
-
-    Raises:
-        UserError: the sets do not hold the same image ids (names the first id missing from a set).
-    """
-    first = sets[0][1]
-    parts = []
-    for (features, index), name in zip(sets, names, strict=True):
-        position = pd.Series(np.arange(len(index)), index=index["image_id"])
-        missing = first["image_id"][~first["image_id"].isin(position.index)]
-        extra = index["image_id"][~index["image_id"].isin(first["image_id"])]
-        if len(missing) or len(extra):
-            image_id, where = (missing.iloc[0], "missing from") if len(missing) else (extra.iloc[0], "only in")
-            raise UserError(f"feature sets {', '.join(names)} hold different images: {image_id!r} is {where} {name}")
-        parts.append(features[position.loc[first["image_id"]].to_numpy()])
-    return concat_normalized(parts), first
 
 
 def read_pred_probs(path: str | Path, index: pd.DataFrame, class_names: list[str]) -> np.ndarray:

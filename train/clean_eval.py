@@ -31,6 +31,7 @@ from runtime.dataset import read_csv, require_dir, resolve_ids
 from runtime.errors import ArgumentParser, UserError, description, positive_int
 from runtime.members import Member
 from runtime.predictor import Predictor
+from train.clean_features import load_features
 from train.outliers import METHODS, MethodOptions, concat_normalized, run_method
 
 KINDS = ("mislabeled", "scattered_foreign", "clustered_foreign")
@@ -117,8 +118,6 @@ def cached_features(folder: str, ids: list[str]) -> np.ndarray:
     Raises:
         UserError: the folder lacks one of ``ids`` (features of another CSV).
     """
-    from train.clean import load_features
-
     features, index = load_features(folder)
     position = pd.Series(np.arange(len(index)), index=index["image_id"])
     missing = [i for i in ids if i not in position.index]

@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from runtime.errors import UserError
-from train.clean import combine_features
 from train.clean_eval import choose_defaults, evaluate_scores, summarize
+from train.clean_features import combine_features
 from train.clean_review import flagged_rows, gallery_html, thumb_name
 from train.outliers import ENSEMBLE, MethodOptions, rank_ensemble_scores, run_method
 
