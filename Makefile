@@ -16,8 +16,9 @@ BASELINE ?=
 TOLERANCE ?= 5%
 TARGETS ?=
 PRETRAINED ?=
-# make audit's feature sets: one folder, or a YAML list combined by image id, e.g. [features/a,features/b]
-FEATURES ?= features/$(MODEL)
+# make audit's feature sets: one folder, or a YAML list combined by image id, e.g. [features/a,features/b];
+# unset: features/$(MODEL) when MODEL is given on the command line, else configs/clean.yaml's list
+FEATURES ?=
 PRECISION ?=
 ARGS   ?=
 # the demo's backbones: the from-scratch CNN and the ImageNet-pretrained EfficientNet-Lite0 (make weights)
@@ -80,8 +81,8 @@ ifneq ($(PRETRAINED),)
 endif
 	$(PY) -m runtime.features --engine $(ENGINE) --model artifacts/$(MODEL)$(if $(PRETRAINED),_pretrained) --data $(DATA) --csv train.csv --out features/$(MODEL)$(if $(PRETRAINED),_pretrained) $(ARGS)
 
-audit: $(STAMP)  ## dataset cleaning: outliers + label issues from $(FEATURES) -> reports/clean/ (configs/clean.yaml)
-	$(PY) -m train.clean --set features=$(FEATURES) --set csv=$(DATA)/train.csv --set images=$(DATA)/train $(ARGS)
+audit: $(STAMP)  ## dataset cleaning: outliers + label issues -> reports/clean/ (configs/clean.yaml) [FEATURES=dir or [dir,dir]]
+	$(PY) -m train.clean $(if $(FEATURES),--set features=$(FEATURES),$(if $(filter command line,$(origin MODEL)),--set features=features/$(MODEL))) --set csv=$(DATA)/train.csv --set images=$(DATA)/train $(ARGS)
 
 bench: $(STAMP)  ## F1 x throughput x latency of every trained backbone x engine -> reports/<run>/ [BASELINE=results.json]
 	$(PY) -m bench --set data=$(DATA) $(if $(BASELINE),--baseline $(BASELINE) --fail-on-regression $(TOLERANCE)) $(ARGS)
