@@ -109,7 +109,7 @@ def score_all(features: np.ndarray, index: pd.DataFrame, cfg: CleanConfig) -> pd
     ``suggested_label`` when label issues ran."""
     class_names = sorted(set(index["label"]))
     if "label_issues" in cfg.methods and len(class_names) < 2:
-        raise UserError(f"{cfg.features}: label_issues needs at least 2 classes in index.csv")
+        raise UserError(f"{', '.join(cfg.feature_folders)}: label_issues needs at least 2 classes in index.csv")
     labels = index["label"].map({c: i for i, c in enumerate(class_names)}).to_numpy()
     probs = read_pred_probs(cfg.pred_probs, index, class_names) if cfg.pred_probs else None
     out = index[["image_id", "label"]].copy()
@@ -136,7 +136,7 @@ def clean(cfg: CleanConfig) -> pd.DataFrame:
     foreign = ~index["image_id"].isin(source["image_id"])
     if foreign.any():
         raise UserError(
-            f"{cfg.features}: image {index['image_id'][foreign].iloc[0]!r} is not in {cfg.csv}: "
+            f"{', '.join(folders)}: image {index['image_id'][foreign].iloc[0]!r} is not in {cfg.csv}: "
             "the features were computed for another CSV"
         )
     unscored = int((~source["image_id"].isin(index["image_id"])).sum())

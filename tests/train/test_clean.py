@@ -89,6 +89,27 @@ def test_clean_outputs_on_real_features(real_features: Path, tiny_model: dict[st
     assert copied == {Path(i).name for i in flagged if (data / "train" / i).exists()}
 
 
+def test_outputs_are_replaced_whole_or_not_at_all(
+    real_features: Path, tiny_model: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = CleanConfig(features=[str(real_features / "f"), str(real_features / "f")],
+                      csv=str(real_features / "train_planted.csv"), images=str(tiny_model["data"] / "train"),
+                      out=str(tmp_path / "out"), methods=["knn_wide"], remove_by=["knn_wide"])  # fmt: skip
+    clean(cfg)  # the same set twice combines to the same cosine geometry
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert {"scores.csv", "train_planted.clean.csv", "train_planted.flagged.csv", "gallery.html"} <= set(before)
+
+    def half_written(self: pd.DataFrame, path: Path, **kwargs: object) -> None:
+        Path(path).write_text("image_id,la")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_written)
+    with pytest.raises(OSError, match="No space"):
+        clean(cfg)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert after == before  # no half-written CSV replaced a good one, no temporary file left
+
+
 def test_bad_clean_inputs(real_features: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
