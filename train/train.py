@@ -18,6 +18,7 @@ import torch
 from timm.utils import ModelEmaV3
 from torch.utils.tensorboard import SummaryWriter
 
+from runtime.artifacts import PRETRAINED_SUFFIX
 from runtime.dataset import read_class_map, require_dir
 from runtime.engines.pytorch import load_checkpoint
 from runtime.errors import UserError
@@ -190,10 +191,6 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return self.best
-
-
-#: the folder suffix of :func:`write_pretrained`'s checkpoint, so it never replaces a trained ``best.pt``
-PRETRAINED_SUFFIX = "_pretrained"
 
 
 def write_pretrained(name: str, cfg: TrainConfig) -> Path:

@@ -181,3 +181,9 @@ def test_pretrained_only_checkpoint_keeps_the_backbone(tmp_path: Path) -> None:
     assert torch.equal(state["state_dict"]["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
     with pytest.raises(UserError, match="no pretrained weights"):
         write_pretrained("tiny", TrainConfig(architecture="test_resnet", data=str(tmp_path / "data")))
+    from bench.cells import trained_models
+    from bench.config import BenchConfig
+
+    (tmp_path / "artifacts" / "tiny").mkdir()
+    (tmp_path / "artifacts" / "tiny" / "best.pt").write_bytes(b"")
+    assert trained_models(BenchConfig(artifacts=str(tmp_path / "artifacts"))) == ["tiny"]  # not tiny_pretrained
