@@ -15,6 +15,10 @@ FOLDS  ?=
 BASELINE ?=
 TOLERANCE ?= 5%
 TARGETS ?=
+PRETRAINED ?=
+# make audit's feature sets: one folder, or a YAML list combined by image id, e.g. [features/a,features/b];
+# unset: features/$(MODEL) when MODEL is given on the command line, else configs/clean.yaml's list
+FEATURES ?=
 PRECISION ?=
 ARGS   ?=
 # the demo's backbones: the from-scratch CNN and the ImageNet-pretrained EfficientNet-Lite0 (make weights)
@@ -70,11 +74,15 @@ verify: $(STAMP)  ## re-verify every exported artifact of MODEL against its chec
 predict: $(STAMP)  ## write $(OUT) for $(DATA)/$(CSV) with ENGINE (and PRECISION)
 	$(PY) -m runtime.predict --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) --csv $(CSV) --out $(OUT) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
 
-features: $(STAMP)  ## pre-logit features of DATA/train.csv with ENGINE -> features/$(MODEL)/
-	$(PY) -m runtime.features --engine $(ENGINE) --model artifacts/$(MODEL) --data $(DATA) --csv train.csv --out features/$(MODEL) $(ARGS)
+features: $(STAMP)  ## pre-logit features of DATA/train.csv with ENGINE -> features/$(MODEL)/ [PRETRAINED=1: the config's pretrained backbone, no training]
+ifneq ($(PRETRAINED),)
+	$(PY) -m train --model $(MODEL) --data $(DATA) --pretrained-only
+	$(if $(filter torch,$(ENGINE)),,$(PY) -m export --model $(MODEL)_pretrained --data $(DATA) --targets $(ENGINE))
+endif
+	$(PY) -m runtime.features --engine $(ENGINE) --model artifacts/$(MODEL)$(if $(PRETRAINED),_pretrained) --data $(DATA) --csv train.csv --out features/$(MODEL)$(if $(PRETRAINED),_pretrained) $(ARGS)
 
-audit: $(STAMP)  ## dataset cleaning: flag outliers + label issues from features/$(MODEL) -> reports/clean/ (configs/clean.yaml)
-	$(PY) -m train.clean --set features=features/$(MODEL) --set csv=$(DATA)/train.csv --set images=$(DATA)/train $(ARGS)
+audit: $(STAMP)  ## dataset cleaning: outliers + label issues -> reports/clean/ (configs/clean.yaml) [FEATURES=dir or [dir,dir]]
+	$(PY) -m train.clean $(if $(FEATURES),--set features=$(FEATURES),$(if $(filter command line,$(origin MODEL)),--set features=features/$(MODEL))) --set csv=$(DATA)/train.csv --set images=$(DATA)/train $(ARGS)
 
 bench: $(STAMP)  ## F1 x throughput x latency of every trained backbone x engine -> reports/<run>/ [BASELINE=results.json]
 	$(PY) -m bench --set data=$(DATA) $(if $(BASELINE),--baseline $(BASELINE) --fail-on-regression $(TOLERANCE)) $(ARGS)

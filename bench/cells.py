@@ -12,7 +12,7 @@ import numpy as np
 from bench.config import BenchConfig, CellSpec, parse_fold_entry
 from bench.rows import BenchRow
 from bench.worker import CellProcess
-from runtime.artifacts import artifact_file
+from runtime.artifacts import PRETRAINED_SUFFIX, artifact_file
 from runtime.config import load_config
 from runtime.dataset import labelled_images
 from runtime.errors import UserError, one_line
@@ -52,10 +52,12 @@ def held_out(cfg: BenchConfig) -> tuple[list[Path], list[str]]:
 
 
 def trained_models(cfg: BenchConfig) -> list[str]:
-    """``cfg.models``, or every ``artifacts/<name>/`` holding a checkpoint."""
+    """``cfg.models``, or every ``artifacts/<name>/`` holding a checkpoint (not the untrained-head
+    ``<name>_pretrained/`` folders of ``python -m train --pretrained-only``)."""
     if cfg.models:
         return list(cfg.models)
-    return sorted(p.parent.name for p in Path(cfg.artifacts).glob("*/best.pt"))
+    found = (p.parent.name for p in Path(cfg.artifacts).glob("*/best.pt"))
+    return sorted(name for name in found if not name.endswith(PRETRAINED_SUFFIX))
 
 
 def build_missing(cfg: BenchConfig, model: str) -> None:

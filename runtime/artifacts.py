@@ -58,6 +58,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 #: summary written by ``make train FOLDS=k`` once every fold is trained (``train.kfold``)
 CV_SUMMARY = "cv.json"
+#: suffix of the model folder ``python -m train --pretrained-only`` writes (pretrained backbone, untrained head:
+#: for features only, so the bench skips it when it picks every trained model)
+PRETRAINED_SUFFIX = "_pretrained"
 
 
 def is_fold_dir(path: Path) -> bool:

@@ -1,19 +1,20 @@
 """``python -m train.clean`` (``make audit MODEL=<m>``): find outliers and mislabeled images from features.
 
-Reads ``features.npy`` + ``index.csv`` written by ``runtime.features``, scores every image with each method of
-:mod:`train.outliers`, and writes to ``--out``: ``scores.csv`` (image_id, label, a score and a flag per method,
-the suggested label of label issues), ``<csv stem>.clean.csv`` (the input CSV minus the images flagged by the
-``remove_by`` methods; the input is never modified), ``gallery.html`` (self-contained: flagged images per
-method and class, sorted by score, with thumbnails embedded) and, with ``copy_flagged``, copies of the flagged
-images in ``<dir>/<label>/`` (the seed's review folders). ``--evaluate`` runs the injection harness instead
+Reads ``features.npy`` + ``index.csv`` written by ``runtime.features`` (one folder, or several combined: each set
+L2-normalised, rows aligned by ``image_id``, concatenated: e.g. the task model's features and a pretrained
+backbone's), scores every image with each method of :mod:`train.outliers`, and writes to ``--out``:
+``scores.csv`` (image_id, label, a score and a flag per method, the suggested label of label issues),
+``<csv stem>.clean.csv`` (the input CSV minus the images flagged by the ``remove_by`` methods; the input is never
+modified), ``<csv stem>.flagged.csv`` (those removed rows, ranked, with the methods that flagged them and the
+suggested label), ``gallery.html`` with ``thumbs/`` (:mod:`train.clean_review`: flagged images ranked by score,
+thumbnails loaded lazily) and, with ``copy_flagged``, copies of the flagged images in ``<dir>/<label>/`` (the
+seed's review folders). ``--evaluate`` runs the injection harness instead
 (:mod:`train.clean_eval`).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 import shutil
 import sys
 from pathlib import Path
@@ -21,28 +22,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from runtime import gallery
 from runtime.atomic import atomic_path, write_text
 from runtime.config import add_set_argument, load_config, parse_overrides
 from runtime.dataset import read_csv, require_dir, require_unique_ids
-from runtime.errors import ArgumentParser, UserError, description, run_cli, short_reason
-from runtime.gallery import Figure
-from runtime.preprocess import open_rgb
-from train.outliers import METHODS, run_method
+from runtime.errors import ArgumentParser, UserError, description, run_cli
+from train.clean_features import combine_features, load_features
+from train.clean_review import flagged_rows, gallery_html, write_thumbnails
+from train.outliers import METHODS, MethodOptions, run_method
 
 
 @dataclasses.dataclass
 class CleanConfig:
     """Keys of ``configs/clean.yaml``."""
 
-    features: str = "features/resnet18_cpu"
+    features: str | list[str] = dataclasses.field(
+        default_factory=lambda: ["features/resnet18_cpu", "features/efficientnet_lite0_pretrained"]
+    )
     csv: str = "data/elpv/train.csv"
     images: str = "data/elpv/train"
     out: str = "reports/clean"
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
-    remove_by: list[str] = dataclasses.field(default_factory=lambda: ["isolation_forest", "label_issues"])
+    remove_by: list[str] = dataclasses.field(default_factory=lambda: ["knn_wide", "label_issues"])
     flag_fraction: float = 0.02
     knn_k: int = 10
+    knn_wide_k: int = 50
+    pca_dims: int = 16
     folds: int = 5
     seed: int = 0
     pred_probs: str | None = None
@@ -58,36 +62,25 @@ class CleanConfig:
             raise UserError(f"{source}: key 'remove_by' names methods that are not in 'methods'")
         if not 0 <= self.flag_fraction < 1:
             raise UserError(f"{source}: key 'flag_fraction' must be in [0, 1)")
-        if self.knn_k < 1 or self.folds < 2 or self.seed < 0:
-            raise UserError(f"{source}: keys 'knn_k' >= 1, 'folds' >= 2 and 'seed' >= 0 required")
+        if min(self.knn_k, self.knn_wide_k, self.pca_dims) < 1 or self.folds < 2 or self.seed < 0:
+            raise UserError(
+                f"{source}: keys 'knn_k', 'knn_wide_k', 'pca_dims' >= 1, 'folds' >= 2 and 'seed' >= 0 required"
+            )
+        if not self.feature_folders:
+            raise UserError(f"{source}: key 'features' names no folder")
         out, copy = Path(self.out).resolve(), Path(self.copy_flagged).resolve() if self.copy_flagged else None
         if copy is not None and (copy == out or copy == Path(self.images).resolve() or copy in out.parents):
             raise UserError(f"{source}: key 'copy_flagged' must be a folder of its own, not out or images")
 
+    @property
+    def feature_folders(self) -> list[str]:
+        """``features`` as a list of folders."""
+        return [self.features] if isinstance(self.features, str) else list(self.features)
 
-def load_features(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """(features float32 N x D, index with ``image_id``, ``label``) from a ``runtime.features`` folder.
-
-    Raises:
-        UserError: missing files, or features and index of different lengths.
-    """
-    folder = require_dir(folder, "features folder")
-    path = folder / "features.npy"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; run `python -m runtime.features ... --out {folder}` first")
-    try:
-        features = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path}: not a numeric .npy array ({short_reason(exc)})") from None
-    index = read_csv(folder / "index.csv", require_label=True)
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
-        raise UserError(f"{path}: expected a 2-D numeric array (N images x D), got shape {features.shape}")
-    if len(features) != len(index):
-        raise UserError(f"{folder}: features.npy has {len(features)} rows but index.csv {len(index)}: not aligned")
-    if not np.isfinite(features).all():
-        raise UserError(f"{path}: contains NaN or infinite values; recompute the features")
-    require_unique_ids(index, folder / "index.csv")
-    return features.astype(np.float32), index
+    @property
+    def options(self) -> MethodOptions:
+        """The methods' options."""
+        return MethodOptions(self.flag_fraction, self.knn_k, self.knn_wide_k, self.pca_dims, self.seed, self.folds)
 
 
 def read_pred_probs(path: str | Path, index: pd.DataFrame, class_names: list[str]) -> np.ndarray:
@@ -116,45 +109,17 @@ def score_all(features: np.ndarray, index: pd.DataFrame, cfg: CleanConfig) -> pd
     ``suggested_label`` when label issues ran."""
     class_names = sorted(set(index["label"]))
     if "label_issues" in cfg.methods and len(class_names) < 2:
-        raise UserError(f"{cfg.features}: label_issues needs at least 2 classes in index.csv")
+        raise UserError(f"{', '.join(cfg.feature_folders)}: label_issues needs at least 2 classes in index.csv")
     labels = index["label"].map({c: i for i, c in enumerate(class_names)}).to_numpy()
     probs = read_pred_probs(cfg.pred_probs, index, class_names) if cfg.pred_probs else None
     out = index[["image_id", "label"]].copy()
     for method in cfg.methods:
-        result = run_method(method, features, labels, cfg.flag_fraction, cfg.knn_k, cfg.seed, cfg.folds, probs)
+        result = run_method(method, features, labels, cfg.options, probs)
         out[f"{method}_score"] = result.scores
         out[f"{method}_flag"] = result.flags
         if result.suggested is not None:
             out["suggested_label"] = [class_names[i] for i in result.suggested]
     return out
-
-
-def _thumbnail(path: Path, size: int = 112) -> str:
-    try:
-        img = open_rgb(path)
-    except UserError:
-        return ""
-    img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def gallery_html(scores: pd.DataFrame, methods: list[str], images: Path) -> str:
-    """Self-contained HTML (:mod:`runtime.gallery`): for each method, its flagged images grouped by class and
-    sorted by score."""
-    sections = []
-    for method in methods:
-        flagged = scores[scores[f"{method}_flag"]]
-        sections.append(gallery.heading(f"{method}: {len(flagged)} flagged"))
-        for label, group in flagged.sort_values(f"{method}_score", ascending=False).groupby("label", sort=True):
-            figures = [
-                Figure(_thumbnail(images / row["image_id"]), [row["image_id"], f"score {row[f'{method}_score']:.3f}"]
-                       + ([f"suggested: {row['suggested_label']}"] if method == "label_issues" else []))
-                for _, row in group.iterrows()
-            ]  # fmt: skip
-            sections.append(gallery.grid(f"{label} ({len(group)})", figures, level=3))
-    return gallery.page("Flagged images", sections, thumb_px=112)
 
 
 def clean(cfg: CleanConfig) -> pd.DataFrame:
@@ -163,13 +128,15 @@ def clean(cfg: CleanConfig) -> pd.DataFrame:
     Raises:
         UserError: missing or misaligned inputs, unknown methods.
     """
-    features, index = load_features(cfg.features)
+    folders = cfg.feature_folders
+    features, index = combine_features([load_features(f) for f in folders], folders) if len(folders) > 1 else \
+        load_features(folders[0])  # fmt: skip
     images = require_dir(cfg.images, "image folder")
     source = read_csv(cfg.csv)
     foreign = ~index["image_id"].isin(source["image_id"])
     if foreign.any():
         raise UserError(
-            f"{cfg.features}: image {index['image_id'][foreign].iloc[0]!r} is not in {cfg.csv}: "
+            f"{', '.join(folders)}: image {index['image_id'][foreign].iloc[0]!r} is not in {cfg.csv}: "
             "the features were computed for another CSV"
         )
     unscored = int((~source["image_id"].isin(index["image_id"])).sum())
@@ -178,11 +145,15 @@ def clean(cfg: CleanConfig) -> pd.DataFrame:
     remove = set(scores.loc[scores[[f"{m}_flag" for m in cfg.remove_by]].any(axis=1), "image_id"])
     with atomic_path(out / "scores.csv", suffix=".csv") as tmp:
         scores.to_csv(tmp, index=False)
+    raw = pd.read_csv(cfg.csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     with atomic_path(out / f"{Path(cfg.csv).stem}.clean.csv", suffix=".csv") as tmp:
-        pd.read_csv(cfg.csv, dtype=str, keep_default_na=False, encoding="utf-8-sig").loc[
-            ~source["image_id"].isin(remove)
-        ].to_csv(tmp, index=False)
-    write_text(out / "gallery.html", gallery_html(scores, cfg.methods, images))
+        raw.loc[~source["image_id"].isin(remove)].to_csv(tmp, index=False)
+    flagged = flagged_rows(scores, cfg.methods, cfg.remove_by)
+    with atomic_path(out / f"{Path(cfg.csv).stem}.flagged.csv", suffix=".csv") as tmp:
+        flagged.to_csv(tmp, index=False)
+    shown = scores.loc[scores[[f"{m}_flag" for m in cfg.methods]].any(axis=1), "image_id"].tolist()
+    have = write_thumbnails(shown, images, out / "thumbs")
+    write_text(out / "gallery.html", gallery_html(scores, cfg.methods, cfg.remove_by, "thumbs", have))
     if cfg.copy_flagged:
         with atomic_path(cfg.copy_flagged) as tmp:
             tmp.mkdir(parents=True)

@@ -5,8 +5,12 @@ Seeded and reproducible: flips the labels of ``flip`` (5%) of the training image
 upscaled, uniform noise, crops of scikit-learn's sample photos) and *clustered* (many crops of one photo, as when
 a batch of junk lands in a dataset). Features come from a trained artifact through the runtime's own engine; every
 method of :mod:`train.outliers` scores every image; for each kind (mislabeled, scattered foreign, clustered
-foreign) the report gives AUROC, average precision and precision@k (k = number injected) of each method, as
-``report.md`` and ``report.csv``.
+foreign) the report gives AUROC, average precision and precision@k (k = number injected) of each method over
+several injection seeds (mean and standard deviation), and names the best outlier score (by the lower of its two
+foreign mean APs) and the best label-issue score (by mean AP on mislabeled images): ``report.md``, ``report.csv``
+(one row per seed, method and kind) and ``summary.csv``. Several ``--model`` combine their feature sets (each
+L2-normalised, concatenated, as ``train.clean`` does); ``--features`` reuses a features folder of
+``data/train.csv`` per model, so only the foreign images run through the engine.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from runtime.dataset import read_csv, require_dir, resolve_ids
 from runtime.errors import ArgumentParser, UserError, description, positive_int
 from runtime.members import Member
 from runtime.predictor import Predictor
-from train.outliers import METHODS, run_method
+from train.clean_features import load_features
+from train.outliers import METHODS, MethodOptions, concat_normalized, run_method
 
 KINDS = ("mislabeled", "scattered_foreign", "clustered_foreign")
+METRICS = ("auroc", "average_precision", "precision_at_k")
 
 
 def foreign_images(n_scattered: int, n_clustered: int, seed: int, size: int = 300) -> dict[str, list[Image.Image]]:
@@ -101,22 +107,45 @@ def inject(train: pd.DataFrame, flip: float, foreign: float, seed: int) -> Injec
     return Injection([*train["image_id"], *images], labels, kinds, images)
 
 
-def injected_features(injection: Injection, data: Path, model: str, engine: str) -> np.ndarray:
-    """float32 (N, D) features of every image of ``injection`` (training images from ``data/train``) through the
-    runtime's :class:`runtime.predictor.Predictor`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for name, img in injection.foreign.items():
-            img.save(folder / name)
-        for image_id in injection.ids[: len(injection.ids) - len(injection.foreign)]:
-            (folder / image_id).symlink_to((data / "train" / image_id).resolve())
-        with Predictor([Member(model, engine)]) as predictor:
-            stream = predictor.stream(resolve_ids(folder, injection.ids), 64, features=True)
-            return np.concatenate([f for _, f in stream if f is not None])
+def _run(predictor: Predictor, folder: Path, ids: list[str]) -> np.ndarray:
+    stream = predictor.stream(resolve_ids(folder, ids), 64, features=True)
+    return np.concatenate([f for _, f in stream if f is not None]).astype(np.float32)
 
 
-def score_methods(injection: Injection, features: np.ndarray, flag_fraction: float, knn_k: int,
-                  seed: int) -> list[dict]:  # fmt: skip
+def cached_features(folder: str, ids: list[str]) -> np.ndarray:
+    """float32 (N, D) rows of a ``runtime.features`` folder in the order of ``ids``.
+
+    Raises:
+        UserError: the folder lacks one of ``ids`` (features of another CSV).
+    """
+    features, index = load_features(folder)
+    position = pd.Series(np.arange(len(index)), index=index["image_id"])
+    missing = [i for i in ids if i not in position.index]
+    if missing:
+        raise UserError(f"{folder}: no features for training image {missing[0]!r}; compute them for this train.csv")
+    return features[position.loc[ids].to_numpy()]
+
+
+def model_features(injections: list[Injection], data: Path, model: str, engine: str,
+                   cache: str | None = None) -> list[np.ndarray]:  # fmt: skip
+    """float32 (N, D) features of every image of each injection, through the runtime's
+    :class:`runtime.predictor.Predictor`: the training images once (or read from ``cache``, a features folder of
+    ``data/train.csv``), the foreign images of each injection."""
+    n_train = len(injections[0].ids) - len(injections[0].foreign)
+    train_ids = injections[0].ids[:n_train]
+    with tempfile.TemporaryDirectory() as tmp, Predictor([Member(model, engine)]) as predictor:
+        train = cached_features(cache, train_ids) if cache else _run(predictor, data / "train", train_ids)
+        out = []
+        for n, injection in enumerate(injections):
+            folder = Path(tmp) / str(n)
+            folder.mkdir()
+            for name, img in injection.foreign.items():
+                img.save(folder / name)
+            out.append(np.concatenate([train, _run(predictor, folder, list(injection.foreign))]))
+        return out
+
+
+def score_methods(injection: Injection, features: np.ndarray, opts: MethodOptions) -> list[dict]:
     """For each method x kind: ``method``, ``kind``, ``injected`` and :func:`evaluate_scores` against the clean
     images."""
     classes = sorted(set(injection.labels))
@@ -124,7 +153,7 @@ def score_methods(injection: Injection, features: np.ndarray, flag_fraction: flo
     kinds = np.array(injection.kinds)
     rows = []
     for method in METHODS:
-        result = run_method(method, features, y, flag_fraction, knn_k, seed)
+        result = run_method(method, features, y, opts)
         for kind in KINDS:
             subset = (kinds == "clean") | (kinds == kind)
             truth = (kinds[subset] == kind).astype(int)
@@ -133,40 +162,98 @@ def score_methods(injection: Injection, features: np.ndarray, flag_fraction: flo
     return rows
 
 
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (ddof 1; 0 for one seed) over seeds of every metric, per method and kind."""
+    stats = rows.groupby(["method", "kind"], sort=False)[list(METRICS)].agg(["mean", "std"]).fillna(0.0)
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    return stats.reset_index()
+
+
+def choose_defaults(summary: pd.DataFrame) -> tuple[str, str]:
+    """(outlier method, label-issue method): the outlier method whose lower mean AP over the two foreign kinds is
+    highest, and the method with the highest mean AP on mislabeled images."""
+    ap = summary.pivot(index="method", columns="kind", values="average_precision_mean")
+    outliers = ap.drop(index=["label_issues"], errors="ignore")
+    outlier = str(outliers[["scattered_foreign", "clustered_foreign"]].min(axis=1).idxmax())
+    return outlier, str(ap["mislabeled"].idxmax())
+
+
+def report_lines(summary: pd.DataFrame, seeds: list[int], header: str) -> list[str]:
+    """The markdown report: per method, AUROC / AP / precision@k of each kind as mean +- std over the seeds."""
+    outlier, label = choose_defaults(summary)
+    lines = [f"# Cleaning methods on ELPV by injection (seeds {', '.join(map(str, seeds))})", "", header, "",
+             "Each cell: AUROC / average precision / precision@k, mean over the seeds (+- standard deviation).", "",
+             "| method | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]  # fmt: skip
+    for method, group in summary.groupby("method", sort=False):
+        cells = []
+        for kind in KINDS:
+            r = group[group["kind"] == kind].iloc[0]
+            cells.append(" / ".join(f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}" for m in METRICS))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", f"Best outlier score (highest lower mean AP of the two foreign kinds): **{outlier}**; "
+              f"best label-issue score (mean AP on mislabeled): **{label}**."]  # fmt: skip
+    return lines
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``.
+
+    Raises:
+        UserError: not a comma-separated list of distinct integers >= 0.
+    """
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text!r}: give distinct integers >= 0, e.g. 0,1,2")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train.clean --evaluate``."""
     p = ArgumentParser(prog="python -m train.clean --evaluate", description=description(__doc__))
-    p.add_argument("--model", default="artifacts/resnet18_cpu", help="artifact or model folder for the features")
+    p.add_argument("--model", action="append", help="artifact or model folder for the features (repeat: combined; "
+                   "default artifacts/resnet18_cpu)")  # fmt: skip
+    p.add_argument("--features", action="append", help="per --model: a features folder of data/train.csv to reuse")
     p.add_argument("--engine", default="onnx")
     p.add_argument("--data", default="data/elpv", help="ELPV in the contest layout (make data)")
     p.add_argument("--out", default="reports/clean_eval")
     p.add_argument("--flip", type=float, default=0.05, help="share of labels flipped (default 0.05)")
     p.add_argument("--foreign", type=float, default=0.02, help="share of foreign images added (default 0.02)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="injection seeds, comma-separated (default 0,1,2)")
     p.add_argument("--knn-k", type=positive_int, default=10)
+    p.add_argument("--knn-wide-k", type=positive_int, default=50)
+    p.add_argument("--pca-dims", type=positive_int, default=16)
     p.add_argument("--flag-fraction", type=float, default=0.02)
     args = p.parse_args(argv)
-    if not (0 < args.flip < 1 and 0 < args.foreign < 1 and 0 <= args.flag_fraction < 1 and args.seed >= 0):
-        raise UserError("--flip and --foreign must be in (0, 1), --flag-fraction in [0, 1), --seed >= 0")
+    models, seeds = args.model or ["artifacts/resnet18_cpu"], parse_seeds(args.seeds)
+    if not (0 < args.flip < 1 and 0 < args.foreign < 1 and 0 <= args.flag_fraction < 1):
+        raise UserError("--flip and --foreign must be in (0, 1), --flag-fraction in [0, 1)")
+    if args.features and len(args.features) != len(models):
+        raise UserError(f"--features given {len(args.features)} times for {len(models)} --model: give one per model")
     data = require_dir(args.data)
     train = read_csv(data / "train.csv", require_label=True)
-    injection = inject(train, args.flip, args.foreign, args.seed)
-    features = injected_features(injection, data, args.model, args.engine)
-    rows = score_methods(injection, features, args.flag_fraction, args.knn_k, args.seed)
+    injections = [inject(train, args.flip, args.foreign, seed) for seed in seeds]
+    per_model = [model_features(injections, data, m, args.engine, (args.features or [None] * len(models))[i])
+                 for i, m in enumerate(models)]  # fmt: skip
+    rows = []
+    for n, (seed, injection) in enumerate(zip(seeds, injections, strict=True)):
+        features = concat_normalized([f[n] for f in per_model])
+        opts = MethodOptions(args.flag_fraction, args.knn_k, args.knn_wide_k, args.pca_dims, seed)
+        rows += [{"seed": seed, **r} for r in score_methods(injection, features, opts)]
+    summary = summarize(pd.DataFrame(rows))
     out = Path(args.out)
     with atomic_path(out / "report.csv", suffix=".csv") as tmp_csv:
         pd.DataFrame(rows).to_csv(tmp_csv, index=False)
-    count = {k: injection.kinds.count(k) for k in KINDS}
-    lines = [f"# Cleaning methods on ELPV by injection (seed {args.seed})", "",
-             f"{len(train)} training images; {count['mislabeled']} labels flipped ({args.flip:.0%}); "
-             f"{len(injection.foreign)} foreign images added ({args.foreign:.0%}: {count['scattered_foreign']} "
-             f"scattered, {count['clustered_foreign']} clustered). Features: {args.model} ({args.engine}).", "",
-             "| method | kind | injected | AUROC | average precision | precision@k |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['kind']} | {r['injected']} | {r['auroc']:.3f} | "
-                     f"{r['average_precision']:.3f} | {r['precision_at_k']:.3f} |")  # fmt: skip
+    with atomic_path(out / "summary.csv", suffix=".csv") as tmp_csv:
+        summary.to_csv(tmp_csv, index=False)
+    count = {k: injections[0].kinds.count(k) for k in KINDS}
+    header = (f"{len(train)} training images; per seed {count['mislabeled']} labels flipped ({args.flip:.0%}), "
+              f"{count['scattered_foreign']} scattered and {count['clustered_foreign']} clustered foreign images "
+              f"added. Features: {' + '.join(models)} ({args.engine}).")  # fmt: skip
+    lines = report_lines(summary, seeds, header)
     write_text(out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"reports: {out / 'report.md'}, {out / 'report.csv'}", file=sys.stderr)
+    print(f"reports: {out / 'report.md'}, {out / 'report.csv'}, {out / 'summary.csv'}", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ from runtime.config import add_set_argument, parse_overrides
 from runtime.errors import ArgumentParser, UserError, description, positive_int, run_cli
 from train.config import load_train_config
 from train.kfold import cross_validate, fold_config, fold_matches, fold_name, fold_record, prepare_folds
-from train.train import train
+from train.train import train, write_pretrained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=positive_int, help="override epochs")
     p.add_argument("--resume", action="store_true", help="continue from artifacts/<model>/last.pt")
     add_set_argument(p)
+    p.add_argument(
+        "--pretrained-only", action="store_true",
+        help="no training: artifacts/<model>_pretrained/best.pt (pretrained backbone, untrained head) for features",
+    )  # fmt: skip
     p.add_argument("--folds", type=int, help="k-fold cross-validation: K models + oof.csv (see train.kfold)")
     p.add_argument("--folds-csv", help="with --folds: CSV cut into folds (default: train.csv)")
     p.add_argument("--fold", type=int, help="with --folds: train only this fold (0-based)")
@@ -39,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     name, cfg = load_train_config(args.model, overrides)
+    if args.pretrained_only:
+        if args.folds is not None or args.resume or args.fold is not None:
+            raise UserError("--pretrained-only trains nothing: it goes without --folds, --fold and --resume")
+        path = write_pretrained(name, cfg)
+        print(f"{path}: {cfg.architecture} with its pretrained backbone, head untrained (for features only)",
+              file=sys.stderr)  # fmt: skip
+        return 0
     if args.folds is None:
         if args.fold is not None or args.nproc > 1 or args.folds_csv:
             raise UserError(

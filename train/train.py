@@ -18,6 +18,8 @@ import torch
 from timm.utils import ModelEmaV3
 from torch.utils.tensorboard import SummaryWriter
 
+from runtime.artifacts import PRETRAINED_SUFFIX
+from runtime.dataset import read_class_map, require_dir
 from runtime.engines.pytorch import load_checkpoint
 from runtime.errors import UserError
 from train.builders import load_splits, make_loaders, make_scheduler, make_step, per_rank_batch
@@ -189,6 +191,35 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return self.best
+
+
+def write_pretrained(name: str, cfg: TrainConfig) -> Path:
+    """Write ``artifacts/<name>_pretrained/best.pt`` without training: the config's pretrained backbone
+    (``pretrained_path`` or the hub's ``pretrained: true``) with its classifier freshly initialised (seeded).
+
+    The checkpoint follows the artifact contract (class names from the split's class map), so ``make export`` and
+    every engine read it, but its logits mean nothing: it is for ``runtime.features`` (pre-logit features of the
+    pretrained backbone, the seed project's cleaning before training). ``meta.metrics`` records
+    ``{"trained": False}``.
+
+    Raises:
+        UserError: the config has no pretrained weights, no class map (split first), or weights that do not load.
+    """
+    if not (cfg.pretrained or cfg.pretrained_path):
+        raise UserError(
+            f"{cfg.source}: no pretrained weights (pretrained: false, no pretrained_path): an untrained backbone's "
+            "features are noise; train it, or use a config with pretrained weights"
+        )
+    class_map = require_dir(cfg.data) / cfg.class_map
+    if not class_map.is_file():
+        raise UserError(f"{class_map}: not found; run `make split DATA={cfg.data}` first")
+    names = read_class_map(class_map)
+    seed_everything(cfg.seed)
+    model = create_model(cfg, len(names)).eval()
+    meta = make_meta(model, cfg, names)
+    meta.metrics = {"trained": False}
+    path = Path(cfg.artifacts) / f"{name}{PRETRAINED_SUFFIX}" / "best.pt"
+    return save_checkpoint(path, model, meta, epoch=0, config=vars(cfg).copy())
 
 
 def train(name: str, cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
