@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= train,cpu,demo,bench,dev
+EXTRAS ?= train,cpu,fast,demo,bench,dev
 
 MODEL  ?= resnet18_cpu
 DATA   ?= data/elpv

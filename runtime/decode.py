@@ -1,0 +1,244 @@
+"""The fast decode path: libjpeg-turbo DCT-scaled JPEG decoding (simplejpeg) and SIMD resizing (OpenCV).
+
+``exact`` (:func:`runtime.preprocess.preprocess_image`) decodes at full size with Pillow and resizes with Pillow's
+antialiased filter: it is timm's eval transform and the reference. ``fast`` (:func:`fast_preprocess`) gives the
+same geometry (:func:`runtime.preprocess.resize_plan`, crop, pad, normalisation) from a cheaper decode:
+
+* JPEG (8-bit greyscale or RGB): ``simplejpeg.decode_jpeg(min_height=, min_width=)`` lets libjpeg-turbo scale
+  the DCT by 1/2, 1/4 or 1/8 while staying at least the resize target, in the *stored* orientation (the target is
+  swapped first for a 90-degree EXIF orientation, which is applied to the small resized image).
+* PNG (8-bit greyscale or RGB, no transparency): ``cv2.imdecode``.
+* anything else (other modes and formats): Pillow's decode of the exact path, then the fast resize.
+
+Then ``cv2.resize``: ``INTER_AREA`` when shrinking (it averages, so it antialiases like Pillow's filter),
+``INTER_CUBIC`` when enlarging. The header is read by Pillow first, so the decompression-bomb guard, the format
+and mode checks and the EXIF orientation are Pillow's; any decoder failure falls back to the exact reader, so an
+unreadable file is skipped with the exact path's one-line reason. Whether the fast path may replace the exact one
+for an artifact is measured (``export.verify``'s decode check), never assumed.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from PIL import Image
+
+from runtime.artifacts import VERIFY_RECORD
+from runtime.errors import UserError
+from runtime.metadata import ModelMeta
+from runtime.preprocess import (
+    ImageError,
+    crop_to_input,
+    normalize,
+    open_image,
+    preprocess_image,
+    resize_plan,
+    to_l_or_rgb,
+)
+
+DECODE_MODES = ("exact", "fast")
+_ORIENTATION = 0x0112
+#: EXIF orientations whose display is the stored image turned by 90 degrees (width and height swap)
+_SWAPS = (5, 6, 7, 8)
+
+
+@functools.cache
+def _libraries() -> tuple[ModuleType, ModuleType]:
+    """(simplejpeg, cv2), imported once; cv2 runs single-threaded (the decode pool is the parallelism).
+
+    Raises:
+        UserError: either is not installed (one line saying how to install it).
+    """
+    try:
+        import cv2
+        import simplejpeg
+    except ImportError as exc:
+        raise UserError(
+            f"--decode fast needs simplejpeg and opencv-python-headless ({exc.name} is missing): "
+            "pip install '.[fast]', or use --decode exact"
+        ) from None
+    cv2.setNumThreads(1)
+    return simplejpeg, cv2
+
+
+def check_fast() -> None:
+    """Refuse the fast path when its libraries are missing.
+
+    Raises:
+        UserError: simplejpeg or cv2 cannot be imported.
+    """
+    _libraries()
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an (H, W[, C]) array, as ``PIL.ImageOps.exif_transpose`` does."""
+    if orientation in (5, 6, 7, 8):
+        arr = arr.swapaxes(0, 1)  # transpose; then flips turn it into each rotation
+    flips = {2: (1,), 3: (0, 1), 4: (0,), 6: (1,), 7: (0, 1), 8: (0,)}.get(orientation, ())
+    for axis in flips:
+        arr = np.flip(arr, axis)
+    return np.ascontiguousarray(arr)
+
+
+def _resize(arr: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize`` to (height, width): area averaging when shrinking, bicubic when enlarging."""
+    _, cv2 = _libraries()
+    h, w = arr.shape[:2]
+    if (h, w) == tuple(size_hw):
+        return arr
+    shrink = size_hw[0] <= h and size_hw[1] <= w
+    return cv2.resize(arr, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def _decode_stored(data: bytes, fmt: str, mode: str, min_hw: tuple[int, int]) -> np.ndarray | None:
+    """uint8 (H, W) or (H, W, 3) in the stored orientation, or ``None`` for a kind the fast decoders do not take
+    or a file they cannot decode (``ValueError``/``None`` from the decoder; the exact path then decides)."""
+    simplejpeg, cv2 = _libraries()
+    try:
+        if fmt == "JPEG" and mode in ("L", "RGB"):
+            colorspace = "GRAY" if mode == "L" else "RGB"
+            arr = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_height=min_hw[0], min_width=min_hw[1])
+            return arr[..., 0] if arr.ndim == 3 and mode == "L" else arr
+        if fmt == "PNG" and mode in ("L", "RGB"):
+            flag = (cv2.IMREAD_GRAYSCALE if mode == "L" else cv2.IMREAD_COLOR_RGB) | cv2.IMREAD_IGNORE_ORIENTATION
+            return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except (ValueError, cv2.error):
+        return None
+    return None
+
+
+def _header(path: Path, data: bytes) -> tuple[str, str, tuple[int, int], int] | None:
+    """(format, mode, stored (width, height), EXIF orientation) read by Pillow without decoding the pixels, or
+    ``None`` when Pillow cannot identify the file (the exact reader then names the reason).
+
+    Raises:
+        ImageError: empty, not an image, or a decompression bomb (the exact path's messages).
+    """
+    if not data:
+        raise ImageError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                orientation = img.getexif().get(_ORIENTATION, 1)
+                return str(img.format), img.mode, img.size, int(orientation) if orientation in range(1, 9) else 1
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: image too large (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def fast_image(path: str | os.PathLike, meta: ModelMeta) -> Image.Image:
+    """Decode ``path`` and resize + crop it for ``meta`` (the fast path): 8-bit L or RGB PIL image of
+    ``meta.input_size[1:]``, in display orientation.
+
+    Raises:
+        ImageError: the file cannot be read (the exact path's reasons).
+        UserError: simplejpeg or cv2 is missing.
+    """
+    _libraries()
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image file not found") from None
+    except OSError:
+        return _fast_from_pil(open_image(path), meta)
+    header = _header(path, data)
+    if header is None:
+        return _fast_from_pil(open_image(path), meta)
+    fmt, mode, (w, h), orientation = header
+    swap = orientation in _SWAPS
+    size_hw, fill = resize_plan((h, w) if swap else (w, h), meta)
+    stored_hw = (size_hw[1], size_hw[0]) if swap else size_hw
+    arr = _decode_stored(data, fmt, mode, (min(stored_hw[0], h), min(stored_hw[1], w)))  # never DCT-upscaled
+    if arr is None:
+        return _fast_from_pil(open_image(path), meta)
+    arr = _orient(_resize(arr, stored_hw), orientation)
+    img = Image.fromarray(arr, "L" if arr.ndim == 2 else "RGB")
+    if img.mode == "L" and meta.crop_mode == "border":
+        img = img.convert("RGB")  # the border fill differs per channel
+    return crop_to_input(img, meta, fill)
+
+
+def _fast_from_pil(img: Image.Image, meta: ModelMeta) -> Image.Image:
+    """A decoded PIL image resized with OpenCV and cropped (formats and modes the fast decoders do not take)."""
+    img = to_l_or_rgb(img)
+    if img.mode == "L" and meta.crop_mode == "border":
+        img = img.convert("RGB")
+    size_hw, fill = resize_plan(img.size, meta)
+    arr = _resize(np.asarray(img), size_hw)
+    return crop_to_input(Image.fromarray(arr, img.mode), meta, fill)
+
+
+def fast_preprocess(path: str | os.PathLike, meta: ModelMeta) -> np.ndarray:
+    """The fast path's eval transform: float32 (3, H, W) of ``meta.input_size``, normalised like the exact one.
+
+    Raises:
+        ImageError: the file cannot be read (the exact path's reasons).
+        UserError: simplejpeg or cv2 is missing.
+    """
+    return normalize(fast_image(path, meta), meta)
+
+
+def loader_for(mode: str) -> Callable[[str | os.PathLike, ModelMeta], np.ndarray]:
+    """The per-image loader of a decode mode: :func:`runtime.preprocess.preprocess_image` for ``exact``,
+    :func:`fast_preprocess` for ``fast``.
+
+    Raises:
+        UserError: an unknown mode, or ``fast`` without its libraries.
+    """
+    if mode == "exact":
+        return preprocess_image
+    if mode == "fast":
+        check_fast()
+        return fast_preprocess
+    raise UserError(f"unknown decode mode {mode!r} (choose from {', '.join(DECODE_MODES)})")
+
+
+#: ``verify.json`` key of the fast-vs-exact decode check of a model folder (written by ``export.verify``)
+DECODE_RECORD_KEY = "decode (fast)"
+#: ``--decode`` choices: ``auto`` is ``fast`` where the artifact's decode check passed, else ``exact``
+DECODE_CHOICES = ("auto", *DECODE_MODES)
+
+
+def fast_verified(artifact: str | os.PathLike) -> bool:
+    """Whether the ``verify.json`` of ``artifact``'s model folder (its folder or the one above) records a passed
+    fast-vs-exact decode check (:data:`DECODE_RECORD_KEY`). Missing or unreadable records count as no."""
+    path = Path(artifact)
+    for root in (path.parent, path.parent.parent):
+        record = root / VERIFY_RECORD
+        if record.is_file():
+            try:
+                entry = json.loads(record.read_text()).get(DECODE_RECORD_KEY, {})
+            except (OSError, ValueError, AttributeError):
+                return False
+            return isinstance(entry, dict) and entry.get("passed") is True
+    return False
+
+
+def resolve_mode(requested: str, artifacts: Sequence[str | os.PathLike]) -> str:
+    """The decode mode a run uses: ``exact``/``fast`` as asked (``fast`` refused without its libraries);
+    ``auto``: ``fast`` when every artifact's decode check passed and the libraries import, else ``exact``.
+
+    Raises:
+        UserError: an unknown mode, or ``fast`` without simplejpeg/cv2.
+    """
+    if requested == "auto":
+        if not artifacts or not all(fast_verified(a) for a in artifacts):
+            return "exact"
+        try:
+            check_fast()
+        except UserError:
+            return "exact"
+        return "fast"
+    loader_for(requested)
+    return requested
