@@ -130,7 +130,10 @@ def _decode_stored(data: bytes, fmt: str, mode: str, min_hw: tuple[int, int]) ->
 
 def _header(path: Path, data: bytes) -> tuple[str, str, tuple[int, int], int] | None:
     """(format, mode, stored (width, height), EXIF orientation) read by Pillow without decoding the pixels, or
-    ``None`` when Pillow cannot identify the file (the exact reader then names the reason).
+    ``None`` when Pillow cannot identify the file (the exact reader then names the reason). Only JPEG's
+    orientation is read (from its APP1 header); a PNG with an ``eXIf`` chunk (Pillow would decode the whole image
+    to find one stored after the pixels) reports format ``"PNG+EXIF"``, which goes the Pillow way, like every
+    other format.
 
     Raises:
         ImageError: empty, not an image, or a decompression bomb (the exact path's messages).
@@ -141,8 +144,11 @@ def _header(path: Path, data: bytes) -> tuple[str, str, tuple[int, int], int] | 
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                orientation = img.getexif().get(_ORIENTATION, 1)
-                return str(img.format), img.mode, img.size, int(orientation) if orientation in range(1, 9) else 1
+                fmt = str(img.format)
+                if fmt == "PNG" and b"eXIf" in data:
+                    return "PNG+EXIF", img.mode, img.size, 1
+                orientation = img.getexif().get(_ORIENTATION, 1) if fmt == "JPEG" else 1
+                return fmt, img.mode, img.size, int(orientation) if orientation in range(1, 9) else 1
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: image too large (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError):

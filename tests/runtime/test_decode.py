@@ -161,3 +161,12 @@ def test_auto_is_fast_only_where_the_decode_check_passed(tmp_path: Path) -> None
     assert decode.resolve_mode("exact", [artifact]) == "exact"
     with pytest.raises(UserError, match="unknown decode mode"):
         decode.resolve_mode("quick", [artifact])
+
+
+def test_png_exif_orientation_goes_the_pillow_way(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.png"
+    _photo(400, 300).save(path, exif=exif.tobytes())
+    _close(path)
+    assert decode.fast_image(path, META).size == (224, 224)
