@@ -20,7 +20,8 @@ from PIL import Image, ImageOps
 from runtime.errors import UserError, short_reason
 from runtime.metadata import ModelMeta
 
-_PIL_FILTERS = {
+#: ``meta.interpolation`` name -> Pillow resampling filter
+PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -153,7 +154,7 @@ def crop_to_input(img: Image.Image, meta: ModelMeta, fill: tuple[int, ...]) -> I
 def resize_and_crop(img: Image.Image, meta: ModelMeta) -> Image.Image:
     """Resize and crop an L or RGB image to ``meta.input_size[1:]`` the way timm's eval transform does."""
     size_hw, fill = resize_plan(img.size, meta)
-    return crop_to_input(_resize(img, size_hw, _PIL_FILTERS[meta.interpolation]), meta, fill)
+    return crop_to_input(_resize(img, size_hw, PIL_FILTERS[meta.interpolation]), meta, fill)
 
 
 @functools.lru_cache(maxsize=16)
