@@ -82,9 +82,11 @@ def decode_rate(paths: Sequence[Path], meta: ModelMeta, mode: str, workers: int,
     return count / (time.perf_counter() - start)
 
 
-def table(elpv: Path | None, images: int, rounds: int) -> list[str]:
-    """Markdown rows of the per-image table (input kind, exact ms, fast ms, speed-up)."""
-    rows = ["| input | exact (Pillow) ms/image | fast ms/image | speed-up |", "|---|---|---|---|"]
+def table(elpv: Path | None, images: int, rounds: int, workers: int) -> list[str]:
+    """Markdown rows of the per-image table (input kind, exact and fast ms per image on one thread and speed-up;
+    decode-only rate of both with ``workers`` threads)."""
+    rows = [f"| input | exact (Pillow) ms/image | fast ms/image | speed-up | exact img/s ({workers} threads) | "
+            f"fast img/s ({workers} threads) |", "|---|---|---|---|---|---|"]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         kinds: list[tuple[str, list[Path], ModelMeta]] = []
         if elpv is not None:
@@ -97,19 +99,24 @@ def table(elpv: Path | None, images: int, rounds: int) -> list[str]:
             kinds.append((f"{w}x{h} RGB JPEG -> {side} ({len(paths)} files)", paths, eval_meta(side, 0.875)))
         for name, paths, meta in kinds:
             ms = per_image_ms(paths, meta, rounds)
-            rows.append(f"| {name} | {ms['exact']:.2f} | {ms['fast']:.2f} | {ms['exact'] / ms['fast']:.2f}x |")
+            rate = {m: float(np.median([decode_rate(paths * 4, meta, m, workers) for _ in range(rounds)]))
+                    for m in DECODE_MODES}  # fmt: skip
+            rows.append(f"| {name} | {ms['exact']:.2f} | {ms['fast']:.2f} | {ms['exact'] / ms['fast']:.2f}x | "
+                        f"{rate['exact']:.0f} | {rate['fast']:.0f} |")  # fmt: skip
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.decode``: print the per-image decode table (markdown) with the CPU and
-    the load average."""
+    """Entry point of ``python -m bench.decode``: print the per-image decode table and the decode-only rates
+    (markdown) with the CPU and the load average."""
     p = ArgumentParser(prog="python -m bench.decode", description=description(__doc__))
     p.add_argument("--elpv", help="folder of ELPV PNGs (e.g. data/elpv/train); left out when not given")
     p.add_argument("--images", type=positive_int, default=20, help="images per kind (default 20)")
     p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds, median reported (default 5)")
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                   help="decode threads of the decode-only rate (default: one per core)")  # fmt: skip
     args = p.parse_args(argv)
-    rows = table(Path(args.elpv) if args.elpv else None, args.images, args.rounds)
+    rows = table(Path(args.elpv) if args.elpv else None, args.images, args.rounds, args.workers)
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"CPU {_cpu_name()} ({os.cpu_count()} cores), one thread, load average {load}, "
           f"median of {args.rounds} rounds")  # fmt: skip
