@@ -172,3 +172,11 @@ def test_png_exif_orientation_goes_the_pillow_way(tmp_path: Path) -> None:
     _photo(400, 300).save(path, exif=exif.tobytes())
     _close(path)
     assert decode.fast_image(path, META).size == (224, 224)
+
+
+def test_five_crop_tta_refuses_fast() -> None:
+    from runtime.members import Member
+    from runtime.predictor import Predictor
+
+    with pytest.raises(UserError, match="five-crop TTA decodes with the exact path"):
+        Predictor([Member("nowhere", "onnx", "fp32")], "five-crop", decode="fast")
