@@ -1,12 +1,11 @@
 """The fast decode path (runtime.decode) against the exact one: every mode, EXIF orientation with DCT scaling,
 the bad-input corpus, agreement on a generated JPEG set, and its one-line refusal without its libraries.
 
-Tolerance (stated, measured on these noisy test patterns): the mean absolute difference of the normalised
-(3, H, W) arrays is below 0.03 (about 1.7 grey levels of 255 at std 0.225; measured 0.010..0.028, 0.010..0.018
-on the contest-size JPEGs) and no element differs
-by more than 1.0 (57 levels; reached only at the black/white edges of a bi-level image).
-A wrong orientation differs by 0.7 or more on the test pattern. (Not covered: a dithered 1-bit image, pure
-pixel-level noise, where area averaging and Pillow's bicubic filter differ by ~0.14.)
+Tolerance (stated, measured on these noisy test patterns): where libjpeg-turbo scales the DCT (a JPEG at least
+twice the resize target) the mean absolute difference of the normalised (3, H, W) arrays is below 0.03 (about
+1.7 grey levels of 255 at std 0.225; measured 0.009..0.019) and no element differs by more than 0.25 (measured
+<= 0.14). Everywhere else (smaller JPEGs, every lossless format and mode) the arrays are equal. A wrong
+orientation differs by 0.7 or more on the test pattern.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from runtime.errors import UserError
 from runtime.metadata import ModelMeta
 from runtime.preprocess import ImageError, preprocess_image
 
-MEAN_TOL, MAX_TOL = 0.03, 1.0
+MEAN_TOL, MAX_TOL = 0.03, 0.25
 META = ModelMeta("resnet18", ["a", "b"], (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SMALL = ModelMeta("resnet18", ["a", "b"], (3, 128, 128), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop_pct=1.0)
 
@@ -62,8 +61,8 @@ def test_every_mode_decodes_like_the_exact_path(tmp_path: Path, name: str) -> No
     path = tmp_path / name
     _modes()[name].save(path)
     _close(path)
-    if not name.endswith(".jpg"):  # lossless formats: the same pixels, then the exact path's resize
-        np.testing.assert_array_equal(decode.fast_preprocess(path, META), preprocess_image(path, META))
+    # 640x480 is under twice the 256 px resize target: no DCT scaling, so every mode gives the exact array
+    np.testing.assert_array_equal(decode.fast_preprocess(path, META), preprocess_image(path, META))
 
 
 @pytest.mark.parametrize("meta", [SMALL, ModelMeta("r", ["a"], (3, 112, 96), (0.5,) * 3, (0.2,) * 3, "bilinear",
@@ -81,7 +80,7 @@ def test_exif_orientation_with_dct_scaling(tmp_path: Path, orientation: int) -> 
     exif[0x0112] = orientation
     path = tmp_path / f"o{orientation}.jpg"
     _photo(1280, 960).save(path, exif=exif.tobytes(), quality=90)  # 1280x960 -> DCT-scaled by 1/2 for 224
-    _close(path)
+    assert _close(path) > 0  # not bit-equal: the DCT-scaled decode was taken
     if orientation != 1:  # the tag is honoured: ignoring it would differ by far more than the tolerance
         plain = tmp_path / "plain.jpg"
         _photo(1280, 960).save(plain, quality=90)
