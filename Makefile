@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= train,cpu,demo,bench,dev
+EXTRAS ?= train,cpu,fast,demo,bench,dev
 
 MODEL  ?= resnet18_cpu
 DATA   ?= data/elpv
@@ -107,7 +107,7 @@ demo: $(STAMP)  ## data -> weights -> split -> train -> export -> predict -> ben
 	echo "  bench        reports/latest/report.html (and report.md, results.csv, results.json, plots)" && \
 	echo "  TensorBoard  runs/<model>/ (make tensorboard)"
 
-microbench: $(STAMP)  ## pytest-benchmark timings of each CPU engine's forward pass (tiny model)
+microbench: $(STAMP)  ## pytest-benchmark timings of each CPU engine's forward pass (tiny model) and of the exact vs fast decoders
 	$(PY) -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=median,iqr,ops $(ARGS)
 
 memory: $(STAMP)  ## peak RSS of runtime.predict at 2,000 vs 20,000 images (MODEL, ENGINE)

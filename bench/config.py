@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from runtime.artifacts import PRECISIONS
+from runtime.decode import DECODE_CHOICES
 from runtime.engines import ENGINE_NAMES
 from runtime.errors import UserError
 from runtime.members import Member
@@ -114,11 +115,14 @@ class BenchConfig:
     artifacts: str = "artifacts"
     out: str = "reports"
     device: str = "cpu"  # where torch and onnx cells run: cpu or cuda[:N] (trt cells always run on a GPU)
+    decode: str = "exact"  # exact, fast or auto (runtime.predict --decode): how every cell decodes its images
 
     def validate(self, source: str) -> None:
         """Raises UserError naming a bad key."""
         if self.device != "cpu" and not (self.device == "cuda" or self.device.startswith("cuda:")):
             raise UserError(f"{source}: key 'device' must be cpu or cuda[:N], got {self.device!r}")
+        if self.decode not in DECODE_CHOICES:
+            raise UserError(f"{source}: key 'decode' must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
         for text in self.engines:
             CellSpec.parse(text, f"{source}: key 'engines'")
         if not self.engines and not self.ensembles:

@@ -31,9 +31,10 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
     """GitHub-flavoured markdown table of the main columns; cells that did not run show their reason."""
     head = (
         "| backbone | cell | batch | micro-F1 | macro-F1 | agree | delta-F1 | img/s engine (min-max) | x torch | "
-        "img/s e2e | e2e/engine | p50/p99 ms | p50/p99 ms b1 | RSS (GPU) MiB | GFLOP/s (% peak) | threads | status |"
+        "img/s e2e | e2e/engine | img/s decode (mode) | pipeline eff. | p50/p99 ms | p50/p99 ms b1 | RSS (GPU) MiB | "
+        "GFLOP/s (% peak) | threads | status |"
     )
-    lines = [head, "|" + "---|" * 17]
+    lines = [head, "|" + "---|" * 19]
     for r in rows:
         engine = (
             (
@@ -50,7 +51,9 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
             f"| {r.backbone} | {r.cell} | {r.batch_size} | {_num(r, 'f1_micro', '.4f')} | "
             f"{_num(r, 'f1_macro', '.4f')} | {_num(r, 'agreement', '.2%')} | {_num(r, 'delta_f1', '+.4f')} | "
             f"{engine} | {_num(r, 'speedup', '.2f')} | "
-            f"{_num(r, 'img_per_s', '.1f')} | {_num(r, 'e2e_ratio', '.2f')} | {_num(r, 'p50_ms', '.1f')}/"
+            f"{_num(r, 'img_per_s', '.1f')} | {_num(r, 'e2e_ratio', '.2f')} | "
+            f"{_num(r, 'img_per_s_decode', '.1f')}{f' ({r.decode})' if r.decode else ''} | "
+            f"{_num(r, 'pipeline_efficiency', '.2f')} | {_num(r, 'p50_ms', '.1f')}/"
             f"{_num(r, 'p99_ms', '.1f')} | {_num(r, 'lat1_p50_ms', '.2f')}/{_num(r, 'lat1_p99_ms', '.2f')} | "
             f"{memory} | {flops} | {_num(r, 'threads', '')} | {status} |"
         )

@@ -22,7 +22,10 @@ class BenchRow:
     Units: F1 and ratios in [0, 1]; ``img_per_s*`` images per second; ``*_ms`` milliseconds per batch (``lat1_*``
     at the latency batch); ``*_mib`` MiB; ``params_m`` millions; ``gmacs`` GMACs per image (all members and TTA
     views); ``gflops`` GFLOP/s achieved; ``peak_fraction`` of the measured matmul peak; ``cv`` the coefficient
-    of variation of the engine-only rounds.
+    of variation of the engine-only rounds. ``decode`` is the decode mode (exact/fast), ``img_per_s_decode`` the
+    decode-only rate (files -> preprocessed batches, a thread per core, no engine) and ``pipeline_efficiency``
+    ``img_per_s / (1 / (1 / img_per_s_engine + 1 / img_per_s_decode))``: end to end against decode and inference
+    one after the other.
 
     The private fields (``truth``, ``pred``: int (N,) class indices of the held-out set; ``class_names``) feed the
     best cell's per-class plot and are not written to results.csv/json.
@@ -50,6 +53,9 @@ class BenchRow:
     img_per_s_min: float | None = None
     img_per_s_max: float | None = None
     e2e_ratio: float | None = None
+    decode: str | None = None
+    img_per_s_decode: float | None = None
+    pipeline_efficiency: float | None = None
     p50_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None

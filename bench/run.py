@@ -4,7 +4,9 @@ Each cell runs in its own process (:mod:`bench.worker`) through the runtime's re
 labelled held-out set (decode, eval transform, engine; TTA and ensembles as in ``runtime.predict``), and is
 scored (micro-/macro-F1, top-1 agreement and delta-F1 vs torch FP32). Then every cell is timed in interleaved
 rounds (cell A, B, C, A, B, C, ...): end to end (files -> probabilities), engine only on a pre-decoded batch
-(throughput and latency percentiles at the chosen batch) and latency at batch 1. A cell that cannot run is
+(throughput and latency percentiles at the chosen batch), decode only (files -> preprocessed batches, a thread
+per core; the pipeline efficiency is end to end over decode and engine one after the other) and latency at
+batch 1. A cell that cannot run is
 recorded with its reason and the matrix goes on. A reduced-precision cell below ``min_f1_ratio`` of FP32
 micro-F1 is marked failed and left out of the ranking (MLPerf's 99% rule).
 
@@ -16,6 +18,7 @@ a cell's engine-only throughput or micro-F1 fell more than 5% below the baseline
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,8 +51,9 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
     try:
         trt = any(m.engine == "trt" for m in cell.members)
         device = "cuda" if trt and cfg.device == "cpu" else cfg.device
-        cell.process = CellProcess(cell.members, cell.spec.tta, device, cfg.threads)
+        cell.process = CellProcess(cell.members, cell.spec.tta, device, cfg.threads, cfg.decode)
         info = cell.process.info
+        row.decode = info.get("decode")
         names = info.pop("class_names")
         unknown = sorted(set(targets) - set(names))
         if unknown:
@@ -82,6 +86,8 @@ def _round(cell: Cell, paths: list[Path], cfg: BenchConfig, first: bool) -> None
         _, seconds = cell.process.call("predict", paths, cell.batch_size, cfg.workers)
         cell.timings.setdefault("e2e", []).append([seconds / len(paths) * cell.batch_size])
         cell.timings.setdefault("engine", []).append(cell.process.call("time", cell.batch_size, share, warmup))
+        seconds = cell.process.call("decode", paths, cell.batch_size, os.cpu_count() or 1)  # a thread per core
+        cell.timings.setdefault("decode", []).append([seconds / len(paths) * cell.batch_size])
         if cfg.latency_batch:
             cell.timings.setdefault("lat1", []).append(cell.process.call("time", cfg.latency_batch, share, warmup))
     except CellFailed as exc:
@@ -105,6 +111,8 @@ def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]]) -> N
     row.img_per_s_engine_max, row.cv, row.runs = engine["img_per_s_max"], engine["cv"], engine["runs"]
     row.p50_ms, row.p90_ms, row.p99_ms = engine["p50_ms"], engine["p90_ms"], engine["p99_ms"]
     row.e2e_ratio = row.img_per_s / row.img_per_s_engine
+    row.img_per_s_decode = summarize(cell.timings["decode"], cell.batch_size)["img_per_s"]
+    row.pipeline_efficiency = row.img_per_s * (1 / row.img_per_s_engine + 1 / row.img_per_s_decode)
     if cfg.latency_batch:
         lat = summarize(cell.timings["lat1"], cfg.latency_batch)
         row.lat1_p50_ms, row.lat1_p90_ms, row.lat1_p99_ms = lat["p50_ms"], lat["p90_ms"], lat["p99_ms"]

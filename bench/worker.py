@@ -21,6 +21,7 @@ import numpy as np
 from bench.environment import nvidia_smi
 from runtime.errors import UserError, one_line
 from runtime.members import Member
+from runtime.pipeline import stream_batches
 from runtime.predictor import Predictor
 from runtime.procmem import peak_rss_mib
 
@@ -37,13 +38,16 @@ class CellRunner:
         members: the cell's members.
         tta: a :data:`runtime.tta.TTA_MODES` name.
         device, threads: passed to every engine.
+        decode: ``exact``, ``fast`` or ``auto`` (:class:`runtime.predictor.Predictor`).
 
     Raises:
         UserError: an engine cannot open its artifact, or members have different class lists.
     """
 
-    def __init__(self, members: Sequence[Member], tta: str, device: str, threads: int | None) -> None:
-        self.predictor = Predictor(members, tta, device, threads)
+    def __init__(
+        self, members: Sequence[Member], tta: str, device: str, threads: int | None, decode: str = "exact"
+    ) -> None:
+        self.predictor = Predictor(members, tta, device, threads, decode=decode)
         self._batches: dict[int, list[np.ndarray]] = {}
 
     @property
@@ -61,6 +65,19 @@ class CellRunner:
         chunks = [probs for _, probs in self.predictor.stream(list(paths), batch_size, workers)]
         seconds = time.perf_counter() - start
         return np.concatenate(chunks).astype(np.float32), seconds
+
+    def decode_only(self, paths: Sequence[Path], batch_size: int, workers: int) -> float:
+        """Wall seconds to turn ``paths`` into preprocessed batches (every eval transform of the cell) with the
+        prediction pipeline's decode pool of ``workers`` threads, no engine.
+
+        Raises:
+            UserError: an image cannot be read.
+        """
+        start = time.perf_counter()
+        for meta, _ in self.predictor.groups:
+            for _ in stream_batches(list(paths), meta, batch_size, workers, loader=self.predictor.loader):
+                pass
+        return time.perf_counter() - start
 
     def prepare(self, paths: Sequence[Path], batch_size: int) -> None:
         """Decode one batch of ``batch_size`` images for :meth:`timed_runs` (paths repeat if needed)."""
@@ -117,15 +134,16 @@ def gpu_memory_mib(pid: int) -> float | None:
     return sum(used) if used else None
 
 
-def serve(conn: Any, members: list[Member], tta: str, device: str, threads: int | None) -> None:
+def serve(conn: Any, members: list[Member], tta: str, device: str, threads: int | None, decode: str = "exact") -> None:
     """Child process: open the cell's engines, then answer ``(command, args)`` messages until ``close``.
 
     Replies are ``("ok", value)`` or ``("error", one-line reason)``. Commands: ``predict``, ``prepare``,
-    ``time``, ``close`` (replies with the peak resident memory in MiB and :func:`torch_cuda_peak_mib`).
+    ``time``, ``decode`` (decode only), ``close`` (replies with the peak resident memory in MiB and
+    :func:`torch_cuda_peak_mib`).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this process
     try:
-        runner = CellRunner(members, tta, device, threads)
+        runner = CellRunner(members, tta, device, threads, decode)
     except Exception as exc:
         conn.send(("error", _reason(exc)))
         return
@@ -141,7 +159,12 @@ def serve(conn: Any, members: list[Member], tta: str, device: str, threads: int 
                 runner.close()
                 conn.send(("ok", (peak_rss_mib(), torch_cuda_peak_mib())))
                 return
-            value = {"predict": runner.predict, "prepare": runner.prepare, "time": runner.timed_runs}[command](*args)
+            value = {
+                "predict": runner.predict,
+                "prepare": runner.prepare,
+                "time": runner.timed_runs,
+                "decode": runner.decode_only,
+            }[command](*args)
             conn.send(("ok", value))
         except Exception as exc:
             conn.send(("error", _reason(exc)))
@@ -159,10 +182,12 @@ class CellProcess:
     """Parent side of one cell's worker process (``multiprocessing`` spawn, so CUDA and thread pools start
     clean). Every method raises :class:`CellFailed` with the reason when the cell fails or its process dies."""
 
-    def __init__(self, members: list[Member], tta: str, device: str, threads: int | None) -> None:
+    def __init__(
+        self, members: list[Member], tta: str, device: str, threads: int | None, decode: str = "exact"
+    ) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=serve, args=(child, members, tta, device, threads), daemon=True)
+        self.process = ctx.Process(target=serve, args=(child, members, tta, device, threads, decode), daemon=True)
         self.process.start()
         child.close()
         self.info: dict[str, Any] = self._reply()

@@ -36,10 +36,11 @@ from export.config import ExportConfig, target_file
 from export.memory import StepMeter
 from export.onnx import export_onnx, write_onnx_meta
 from export.quantize import convert_fp16, quantize_int8
-from export.verify import Gates, Reference, Verifier, update_record
+from export.verify import Gates, Reference, Verifier, check_decode, update_record
 from export.workdir import work_folder
 from runtime.artifacts import ARTIFACT_FILES, file_sha256, record_key
 from runtime.dataset import labelled_indices
+from runtime.decode import DECODE_RECORD_KEY
 from runtime.engines.pytorch import TorchEngine
 from runtime.errors import UserError, one_line
 from runtime.metadata import ModelMeta
@@ -83,6 +84,8 @@ class Exporter:
         with self._step("reference logits (torch)"):
             assert self.reference is not None
             reference = Reference.of(self.reference, self.paths, self.targets, self.plan.batch_size)
+        with self._step("decode check (fast vs exact)"):
+            self.results[DECODE_RECORD_KEY] = check_decode(self.reference, reference, self.plan.batch_size)
         self.verifier = Verifier(reference, self.gates, self.plan.batch_size, self.cfg.threads)
         self.reference = None  # every later step reads ONNX: one copy of the weights fewer
         gc.collect()

@@ -4,7 +4,8 @@ Every artifact's logits are compared with the checkpoint's on the same preproces
 max absolute difference and cosine of logits, and micro-F1 of both. Gates: an FP32 artifact must agree on
 >= 99.9% of images; a reduced-precision one (FP16, INT8) must keep >= 99% of the FP32 micro-F1 (MLPerf's
 accuracy rule for low-precision results). ``python -m export.verify --model <m>`` (``make verify``) re-checks
-every artifact present and exits with status 2 if any fails.
+every artifact present and exits with status 2 if any fails. It also records the fast-vs-exact decode check
+(:func:`check_decode`; a failure there only keeps ``--decode auto`` exact).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -26,11 +27,13 @@ from export.config import add_common_args, config_from_args
 from runtime.artifacts import ARTIFACT_FILES, VERIFY_RECORD, record_key
 from runtime.atomic import write_text
 from runtime.dataset import labelled_indices
+from runtime.decode import DECODE_RECORD_KEY, loader_for
 from runtime.engines import engine_class
 from runtime.engines.base import Engine
 from runtime.errors import ArgumentParser, UserError, description, one_line, run_cli
-from runtime.metrics import f1_gate_text, f1_micro_macro, passes_f1_gate
+from runtime.metrics import f1_gate_text, f1_micro_macro, f1_ratio, passes_f1_gate
 from runtime.pipeline import iter_batches
+from runtime.preprocess import preprocess_image
 
 
 @dataclasses.dataclass
@@ -66,9 +69,13 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
     }
 
 
-def collect_logits(engine: Engine, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> np.ndarray:
-    """Logits (N, K) of ``engine`` on ``paths``, preprocessed with the engine's own metadata."""
-    return np.concatenate([engine.run(batch) for batch in iter_batches(paths, engine.meta, batch_size)])
+def collect_logits(
+    engine: Engine, paths: Sequence[str | os.PathLike], batch_size: int = 32, loader: Callable | None = None
+) -> np.ndarray:
+    """Logits (N, K) of ``engine`` on ``paths``, preprocessed with the engine's own metadata (by ``loader``,
+    ``(path, meta) -> (3, H, W)``; default the exact eval transform)."""
+    batches = iter_batches(paths, engine.meta, batch_size, loader=loader or preprocess_image)
+    return np.concatenate([engine.run(batch) for batch in batches])
 
 
 def engine_logits(
@@ -195,6 +202,39 @@ class Verifier:
         return result
 
 
+#: the fast-vs-exact decode gate: top-1 agreement and the fraction of the exact path's micro-F1 to keep
+DECODE_MIN_AGREEMENT = 0.995
+DECODE_MIN_F1_RATIO = 0.995
+
+
+def check_decode(engine: Engine, reference: Reference, batch_size: int = 32) -> dict[str, Any]:
+    """The fast-vs-exact decode check (may ``--decode auto`` decode fast for this model?): run ``engine`` (the FP32
+    checkpoint that made ``reference``, decoded the exact way, what training validated on) on the reference images
+    decoded the fast way (:func:`runtime.decode.fast_preprocess`),
+    print one result line and return the record: ``images``, ``top1_agreement``, ``max_abs_diff``,
+    ``cosine_mean``/``cosine_min`` (of logits), ``exact_f1_micro``, ``fast_f1_micro``, ``f1_ratio``, ``gate``,
+    ``passed``; or ``passed: false`` with ``error`` when the fast path cannot run (its libraries missing). The record
+    goes into ``verify.json`` under :data:`runtime.decode.DECODE_RECORD_KEY`."""
+    gate = f"top-1 agreement >= {DECODE_MIN_AGREEMENT:.1%}, micro-F1 >= {DECODE_MIN_F1_RATIO:.1%} of the exact path's"
+    try:
+        logits = collect_logits(engine, reference.paths, batch_size, loader=loader_for("fast"))
+    except UserError as exc:
+        print(f"SKIP {DECODE_RECORD_KEY}: {one_line(exc)}", file=sys.stderr)
+        return {"passed": False, "error": one_line(exc), "gate": gate}
+    y, k = np.asarray(reference.targets), reference.logits.shape[1]
+    exact_f1 = f1_micro_macro(y, reference.logits.argmax(1), k)[0]
+    fast_f1 = f1_micro_macro(y, logits.argmax(1), k)[0]
+    result: dict[str, Any] = {"images": len(reference.paths), **compare_logits(reference.logits, logits)}
+    ratio = f1_ratio(fast_f1, exact_f1)
+    result.update(exact_f1_micro=exact_f1, fast_f1_micro=fast_f1, f1_ratio=ratio, gate=gate)
+    result["passed"] = bool(result["top1_agreement"] >= DECODE_MIN_AGREEMENT and ratio >= DECODE_MIN_F1_RATIO)
+    print(f"{'PASS' if result['passed'] else 'FAIL'} {DECODE_RECORD_KEY}: top-1 agreement "
+          f"{result['top1_agreement']:.2%}, micro-F1 {fast_f1:.4f} vs {exact_f1:.4f} exact ({ratio:.2%}) on "
+          f"{result['images']} images [{gate}]{'' if result['passed'] else '; --decode auto stays exact'}",
+          file=sys.stderr)  # fmt: skip
+    return result
+
+
 def planned_batch(reference: Engine, fp32_onnx: Path, budget_gib: float, max_batch: int) -> int:
     """The verification batch that fits ``budget_gib`` (``export.budget``), from ``fp32_onnx`` when present."""
     from export.budget import activation_size, available_bytes, plan_memory
@@ -222,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         paths, targets = labelled_indices(cfg.data, cfg.verify_csv, torch_engine.meta.class_names, cfg.verify_images)
         batch = planned_batch(torch_engine, model_dir / "model.onnx", cfg.memory_budget_gib, cfg.batch_size)
         reference = Reference.of(torch_engine, paths, targets, batch)
+        decode_result = check_decode(torch_engine, reference, batch)
     verifier = Verifier(reference, Gates(cfg.min_agreement, cfg.min_f1_ratio), batch, cfg.threads)
     results, failed = {}, []
     for rel, engine_name, precision in installed_artifacts(model_dir):
@@ -238,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"WARN {key}: fails with {engine_name} (recorded; the bench marks that cell)", file=sys.stderr)
     if not results:
         raise UserError(f"{model_dir}: no exported artifact to verify; run `make export MODEL={args.model}`")
-    update_record(model_dir, results, replace=True)
+    update_record(model_dir, {**results, DECODE_RECORD_KEY: decode_result}, replace=True)
     if failed:
         raise UserError(f"{', '.join(failed)} failed verification (details in {model_dir / VERIFY_RECORD})")
     return 0

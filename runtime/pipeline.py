@@ -104,14 +104,19 @@ def stream_batches(
 
 
 def iter_batches(
-    paths: Sequence[str | os.PathLike], meta: ModelMeta, batch_size: int, workers: int = 2
+    paths: Sequence[str | os.PathLike],
+    meta: ModelMeta,
+    batch_size: int,
+    workers: int = 2,
+    loader: Callable[..., np.ndarray] = preprocess_image,
 ) -> Iterator[np.ndarray]:
-    """Preprocessed arrays (float32, (n, 3, H, W), n <= batch_size) of ``paths`` in order.
+    """Preprocessed arrays (float32, (n, 3, H, W), n <= batch_size) of ``paths`` in order (``loader``: the
+    per-image transform, default the exact one; ``runtime.decode.loader_for`` gives the fast one).
 
     Raises:
         runtime.preprocess.ImageError: an image cannot be read (the first bad one).
     """
-    for batch in stream_batches(paths, meta, batch_size, workers):
+    for batch in stream_batches(paths, meta, batch_size, workers, loader=loader):
         assert batch.array is not None
         yield batch.array
 

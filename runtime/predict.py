@@ -32,6 +32,7 @@ from runtime.artifacts import PRECISIONS, failed_gate
 from runtime.atomic import write_text
 from runtime.config import parse_overrides
 from runtime.dataset import discover_inputs, resolve_ids
+from runtime.decode import DECODE_CHOICES
 from runtime.engines import ENGINE_NAMES
 from runtime.errors import EXIT_SKIPPED, ArgumentParser, UserError, description, positive_int, run_cli
 from runtime.members import Member, select_members
@@ -75,6 +76,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] (onnx, torch, trt) (default: cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="intra-op CPU threads (default: library default)")
     p.add_argument("--workers", type=positive_int, default=2, help="image-decoding threads (default: 2)")
+    p.add_argument(
+        "--decode",
+        choices=DECODE_CHOICES,
+        default="auto",
+        help="exact (Pillow, timm's transform), fast (simplejpeg DCT scaling + OpenCV resize) or auto: "
+        "fast where export.verify's decode check passed for the artifact (default: auto)",
+    )
     p.add_argument(
         "--option",
         action="append",
@@ -151,12 +159,13 @@ def batch_rows(ids: list[str], batch: Batch, prob: np.ndarray | None, class_name
 def _signature(predictor: Predictor, members: list[Member], ids: list[str], tta: str, options: dict[str, Any],
                rows: tuple[int, int]) -> dict[str, Any]:  # fmt: skip
     """What a resumed run must match: every member's artifact, checkpoint, precision, engine and weight, the
-    TTA, the engine options, the inputs and the rows."""
+    TTA, the decode mode, the engine options, the inputs and the rows."""
     engines = predictor.engines
     return {"artifact": [str(Path(e.artifact).resolve()) for e in engines],
             "checkpoint": [e.meta.checkpoint_sha256 for e in engines],
             "precision": [e.meta.export.get("precision", "fp32") for e in engines],
             "engine": [e.name for e in engines], "weight": [m.weight for m in members], "tta": tta,
+            "decode": predictor.decode_mode,
             "options": options, "inputs": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
             "rows": list(rows)}  # fmt: skip
 
@@ -225,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(p.exists() and out.exists() and os.path.samefile(p, out) for p in inputs):
         raise UserError(f"{out}: is the input CSV; write predictions to another file")
     options = parse_overrides(args.option)
-    with Predictor(members, tta, args.device, args.threads, options) as predictor:
+    with Predictor(members, tta, args.device, args.threads, options, args.decode) as predictor:
         signature = _signature(predictor, members, ids, tta, options, (start, end))
         opts = RowOptions(args.batch_size, args.workers, args.on_error == "skip", args.resume, args.topk, args.probs,
                           not args.no_progress)  # fmt: skip
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     tta_note = f", TTA {args.tta}" if args.tta != "none" else ""
     print(
         f"{out}: {n_ok} rows{skipped} | engine {engine} ({info['provider']}, {info['device']}{tta_note}) | "
-        f"{rate:.1f} img/s end-to-end",
+        f"decode {info['decode']} | {rate:.1f} img/s end-to-end",
         file=sys.stderr,
     )
     return EXIT_SKIPPED if n_err else 0

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from runtime.decode import loader_for, resolve_mode
 from runtime.engines import create_engine, describe_members
 from runtime.engines.base import Engine
 from runtime.errors import UserError
 from runtime.members import Member
 from runtime.metadata import ModelMeta
 from runtime.pipeline import Batch, Item, softmax, stream_batches
-from runtime.preprocess import preprocess_image
 from runtime.tta import check_mode, five_crop_views, tta_probs
 
 
@@ -36,10 +36,13 @@ class Predictor:
         tta: a :data:`runtime.tta.TTA_MODES` name, applied to every member.
         device, threads: passed to every engine.
         options: engine options for every member (a member's own :attr:`Member.options` override them).
+        decode: ``exact``, ``fast`` or ``auto`` (:func:`runtime.decode.resolve_mode`; the mode used is
+            :attr:`decode_mode`). Five-crop TTA decodes with the exact path.
 
     Raises:
-        UserError: an engine cannot open its artifact or rejects an option, or the members' class lists differ
-            (the message names the difference). Engines opened so far are closed.
+        UserError: an engine cannot open its artifact or rejects an option, the members' class lists differ
+            (the message names the difference), or ``fast`` is asked for without its libraries or with five-crop
+            TTA. Engines opened so far are closed.
     """
 
     def __init__(
@@ -49,11 +52,13 @@ class Predictor:
         device: str = "cpu",
         threads: int | None = None,
         options: dict[str, Any] | None = None,
+        decode: str = "exact",
     ) -> None:
         if not members:
             raise UserError("no model to run")
         self.tta = check_mode(tta)
-        self.loader = five_crop_views if tta == "five-crop" else preprocess_image
+        if tta == "five-crop" and decode == "fast":
+            raise UserError("five-crop TTA decodes with the exact path only; use --decode exact or auto")
         self.members: list[tuple[Engine, float]] = []
         try:
             for m in members:
@@ -64,9 +69,14 @@ class Predictor:
                 if names != first:
                     diff = sorted(set(names) ^ set(first)) or ["(same names, other order)"]
                     raise UserError(f"ensemble member {m.model} has other classes than the first: {diff[:3]}")
+            #: the decode mode used: ``exact`` or ``fast``
+            self.decode_mode = (
+                "exact" if tta == "five-crop" else resolve_mode(decode, [e.artifact for e in self.engines])
+            )
         except BaseException:
             self.close()
             raise
+        self.loader = five_crop_views if tta == "five-crop" else loader_for(self.decode_mode)
         keys = list(dict.fromkeys(preprocess_key(e.meta) for e, _ in self.members))
         #: per distinct eval transform: (the meta that defines it, indexes of the members using it)
         self.groups = [
@@ -92,7 +102,7 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         """What runs (:func:`runtime.engines.describe_members`: every member of an ensemble)."""
-        return describe_members([e.describe() for e, _ in self.members])
+        return {**describe_members([e.describe() for e, _ in self.members]), "decode": self.decode_mode}
 
     def decode(self, paths: Sequence[Path]) -> list[np.ndarray]:
         """float32 batches of ``paths``, one per distinct eval transform (:attr:`groups`), for :meth:`forward`.

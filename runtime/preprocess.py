@@ -20,7 +20,8 @@ from PIL import Image, ImageOps
 from runtime.errors import UserError, short_reason
 from runtime.metadata import ModelMeta
 
-_PIL_FILTERS = {
+#: ``meta.interpolation`` name -> Pillow resampling filter
+PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -124,29 +125,36 @@ def _center_crop_or_pad(img: Image.Image, size_hw: tuple[int, int], fill: tuple[
     return img.crop((left, top, left + crop_w, top + crop_h))
 
 
-def resize_and_crop(img: Image.Image, meta: ModelMeta) -> Image.Image:
-    """Resize and crop an L or RGB image to ``meta.input_size[1:]`` the way timm's eval transform does."""
+def resize_plan(size_wh: tuple[int, int], meta: ModelMeta) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """How timm's eval transform resizes an image of ``size_wh`` (width, height) pixels: the (height, width)
+    it is resized to before the crop, and the RGB fill of the pad that ``border`` mode (or a crop larger than the
+    resized image) adds. Shared by the exact and the fast (``runtime.decode``) paths."""
     _, out_h, out_w = meta.input_size
-    resample = _PIL_FILTERS[meta.interpolation]
     scale_h, scale_w = (math.floor(out_h / meta.crop_pct), math.floor(out_w / meta.crop_pct))
-    w, h = img.size
+    w, h = size_wh
     if meta.crop_mode == "squash":
-        img = _resize(img, (scale_h, scale_w), resample)
-        return _center_crop_or_pad(img, (out_h, out_w), (0, 0, 0))
+        return (scale_h, scale_w), (0, 0, 0)
     if meta.crop_mode == "border":
         ratio = max(h / scale_h, w / scale_w)
-        img = _resize(img, (round(h / ratio), round(w / ratio)), resample)
-        fill = tuple(round(255 * v) for v in meta.mean)
-        return _center_crop_or_pad(img, (out_h, out_w), fill)
+        return (round(h / ratio), round(w / ratio)), tuple(round(255 * v) for v in meta.mean)
     if scale_h == scale_w:  # torchvision Resize(int): shorter side to scale, longer side truncated
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = scale_h, int(scale_h * long / short)
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-        img = _resize(img, (new_h, new_w), resample)
-    else:  # timm ResizeKeepRatio(longest=0): scale by the smaller ratio
-        ratio = min(h / scale_h, w / scale_w)
-        img = _resize(img, (round(h / ratio), round(w / ratio)), resample)
-    return _center_crop_or_pad(img, (out_h, out_w), (0, 0, 0))
+        return (new_h, new_w), (0, 0, 0)
+    ratio = min(h / scale_h, w / scale_w)  # timm ResizeKeepRatio(longest=0): scale by the smaller ratio
+    return (round(h / ratio), round(w / ratio)), (0, 0, 0)
+
+
+def crop_to_input(img: Image.Image, meta: ModelMeta, fill: tuple[int, ...]) -> Image.Image:
+    """Center crop (padding with ``fill`` where the image is smaller) to ``meta.input_size[1:]``."""
+    return _center_crop_or_pad(img, tuple(meta.input_size[1:]), fill)  # type: ignore[arg-type]
+
+
+def resize_and_crop(img: Image.Image, meta: ModelMeta) -> Image.Image:
+    """Resize and crop an L or RGB image to ``meta.input_size[1:]`` the way timm's eval transform does."""
+    size_hw, fill = resize_plan(img.size, meta)
+    return crop_to_input(_resize(img, size_hw, PIL_FILTERS[meta.interpolation]), meta, fill)
 
 
 @functools.lru_cache(maxsize=16)

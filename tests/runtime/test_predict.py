@@ -401,3 +401,34 @@ def test_a_k_fold_run_alone_points_to_folds(tiny_model: dict[str, Path], tmp_pat
     args = ["--model", str(model), "--data", str(tiny_model["data"]), "--out", str(tmp_path / "x.csv")]
     proc = subprocess.run([sys.executable, "-m", "runtime.predict", *args], cwd=ROOT, capture_output=True, text=True)
     assert_one_line_error(proc, "holds a k-fold run: predict with --folds", "MODEL=kf/fold0")
+
+
+def test_decode_mode_is_recorded_and_auto_follows_the_decode_check(
+    tiny_model: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from runtime import decode
+
+    record = json.loads((tiny_model["artifacts"] / "verify.json").read_text())[decode.DECODE_RECORD_KEY]
+    assert record["images"] > 0 and record["top1_agreement"] == 1.0 and record["passed"]  # PNGs: the same pixels
+    base = ["--model", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"]), "--shard", "1/2"]
+    labels = {}
+    for mode in ("exact", "fast", "auto"):
+        out = tmp_path / f"{mode}.csv"
+        capsys.readouterr()
+        assert _predict(*base, "--out", str(out), "--decode", mode) == 0
+        used = "fast" if mode == "auto" else mode  # auto: fast, as the export's decode check passed
+        assert f"decode {used} |" in capsys.readouterr().err
+        assert json.loads(Path(f"{out}.shard.json").read_text())["run"]["decode"] == used
+        labels[mode] = pd.read_csv(out)["label"].tolist()
+    assert labels["exact"] == labels["fast"] == labels["auto"]
+    decode._libraries.cache_clear()
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    try:
+        proc_code = _predict(*base, "--out", str(tmp_path / "x.csv"), "--decode", "fast")
+        assert proc_code == 2 and "opencv-python-headless" in capsys.readouterr().err
+        assert _predict(*base, "--out", str(tmp_path / "auto.csv"), "--decode", "auto") == 0  # falls back to exact
+        assert "decode exact |" in capsys.readouterr().err
+    finally:
+        decode._libraries.cache_clear()
