@@ -36,6 +36,8 @@ class Cell:
     probs: np.ndarray | None = None
     process: CellProcess | None = None
     timings: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
+    #: (the IR, its input (H, W)) that ``benchmark_app`` times beside the engine (one-model OpenVINO cells)
+    benchmark_app: tuple[str, tuple[int, int]] | None = None
 
     def __post_init__(self) -> None:
         spec = self.spec

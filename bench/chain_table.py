@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from export.config import TARGET_ARTIFACTS, target_file
-from runtime.artifacts import ARTIFACT_FILES, VERIFY_RECORD, record_key
+from runtime.artifacts import ARTIFACT_FILES, CROSS_READS, VERIFY_RECORD, record_key
 
 #: the CPU export targets, each built in its own process
 CPU_TARGETS = tuple(TARGET_ARTIFACTS)
@@ -18,13 +18,13 @@ def verify_keys(target: str) -> list[str]:
     """The ``verify.json`` keys that judge a target's artifact: its own engine's, then any other engine reading
     the same file (OpenVINO reads the INT8 QDQ ONNX)."""
     rel = target_file(target)
-    return [record_key(rel, e) for (e, _), r in ARTIFACT_FILES.items() if r == rel and e != "torch"]
+    own = [record_key(rel, e) for (e, _), r in ARTIFACT_FILES.items() if r == rel and e != "torch"]
+    return own + [record_key(rel, e) for r, e, _ in CROSS_READS if r == rel]
 
 
 def artifact_path(model_dir: Path, target: str) -> Path:
-    """What a target installs: the file, or the folder for the OpenVINO IR (``.xml`` + ``.bin``)."""
-    rel = Path(target_file(target))
-    return model_dir / (rel.parent if rel.parent != Path(".") else rel)
+    """What a target installs (an OpenVINO IR: its ``.xml``, which :func:`size_mib` counts with the ``.bin``)."""
+    return model_dir / target_file(target)
 
 
 @dataclasses.dataclass
@@ -42,6 +42,9 @@ class Row:
 
 
 def size_mib(path: Path) -> float | None:
+    """MiB of a file (an OpenVINO ``.xml`` with its ``.bin``) or of a folder's files; ``None`` when missing."""
+    if path.suffix == ".xml" and path.is_file():
+        return sum(p.stat().st_size for p in (path, path.with_suffix(".bin")) if p.is_file()) / 2**20
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
     return path.stat().st_size / 2**20 if path.is_file() else None

@@ -115,6 +115,7 @@ class BenchConfig:
     artifacts: str = "artifacts"
     out: str = "reports"
     device: str = "cpu"  # where torch and onnx cells run: cpu or cuda[:N] (trt cells always run on a GPU)
+    benchmark_app: bool = True  # also time each OpenVINO cell's IR with OpenVINO's benchmark_app (vs_benchmark_app)
     decode: str = "exact"  # exact, fast or auto (runtime.predict --decode): how every cell decodes its images
 
     def validate(self, source: str) -> None:

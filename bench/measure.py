@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 
-def summarize(rounds: Sequence[Sequence[float]], batch_size: int) -> dict[str, Any]:
+def summarize(
+    rounds: Sequence[Sequence[float]], batch_size: int, latency_rounds: Sequence[Sequence[float]] | None = None
+) -> dict[str, Any]:
     """Throughput and latency from the wall seconds of each run, grouped by round.
 
     Each round's throughput is ``batch_size / median(run seconds)``; the reported throughput is the median over
@@ -16,8 +18,11 @@ def summarize(rounds: Sequence[Sequence[float]], batch_size: int) -> dict[str, A
     round). Latencies pool every run of every round.
 
     Args:
-        rounds: per round, the seconds of each forward pass of one batch (at least one run per round).
+        rounds: per round, the seconds of each forward pass of one batch (at least one run per round); for
+            pipelined runs, the seconds between consecutive results.
         batch_size: images per run.
+        latency_rounds: per round, each batch's seconds from submission to result, when they differ from
+            ``rounds`` (several batches in flight); ``None``: the latencies are ``rounds``.
 
     Returns:
         ``img_per_s``, ``img_per_s_min``, ``img_per_s_max``, ``cv``, ``p50_ms``, ``p90_ms``, ``p99_ms``, ``runs``.
@@ -28,7 +33,7 @@ def summarize(rounds: Sequence[Sequence[float]], batch_size: int) -> dict[str, A
     if not rounds or any(len(r) == 0 for r in rounds):
         raise ValueError("every round needs at least one timed run")
     per_round = np.array([batch_size / float(np.median(r)) for r in rounds])
-    pooled = np.concatenate([np.asarray(r, dtype=np.float64) for r in rounds]) * 1e3
+    pooled = np.concatenate([np.asarray(r, dtype=np.float64) for r in latency_rounds or rounds]) * 1e3
     p50, p90, p99 = np.percentile(pooled, [50, 90, 99])
     return {
         "img_per_s": float(np.median(per_round)),
@@ -38,7 +43,7 @@ def summarize(rounds: Sequence[Sequence[float]], batch_size: int) -> dict[str, A
         "p50_ms": float(p50),
         "p90_ms": float(p90),
         "p99_ms": float(p99),
-        "runs": int(pooled.size),
+        "runs": int(sum(len(r) for r in rounds)),
     }
 
 

@@ -32,9 +32,9 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
     head = (
         "| backbone | cell | batch | micro-F1 | macro-F1 | agree | delta-F1 | img/s engine (min-max) | x torch | "
         "img/s e2e | e2e/engine | img/s decode (mode) | pipeline eff. | p50/p99 ms | p50/p99 ms b1 | RSS (GPU) MiB | "
-        "GFLOP/s (% peak) | threads | status |"
+        "GFLOP/s (% peak) | benchmark_app img/s (engine/it) | threads | status |"
     )
-    lines = [head, "|" + "---|" * 19]
+    lines = [head, "|" + "---|" * 20]
     for r in rows:
         engine = (
             (
@@ -46,6 +46,11 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
         )
         flops = f"{_num(r, 'gflops', '.1f')} ({_num(r, 'peak_fraction', '.0%')})" if r.gflops else "-"
         status = r.status + (f" ({r.notes})" if r.notes else "")
+        app = (
+            f"{_num(r, 'img_per_s_benchmark_app', '.1f')} ({_num(r, 'vs_benchmark_app', '.2f')})"
+            if r.img_per_s_benchmark_app
+            else "-"
+        )
         memory = _num(r, "peak_rss_mib", ".0f") + (f" ({r.gpu_mem_mib:.0f})" if r.gpu_mem_mib else "")
         lines.append(
             f"| {r.backbone} | {r.cell} | {r.batch_size} | {_num(r, 'f1_micro', '.4f')} | "
@@ -55,7 +60,7 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
             f"{_num(r, 'img_per_s_decode', '.1f')}{f' ({r.decode})' if r.decode else ''} | "
             f"{_num(r, 'pipeline_efficiency', '.2f')} | {_num(r, 'p50_ms', '.1f')}/"
             f"{_num(r, 'p99_ms', '.1f')} | {_num(r, 'lat1_p50_ms', '.2f')}/{_num(r, 'lat1_p99_ms', '.2f')} | "
-            f"{memory} | {flops} | {_num(r, 'threads', '')} | {status} |"
+            f"{memory} | {flops} | {app} | {_num(r, 'threads', '')} | {status} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -25,7 +25,8 @@ class BenchRow:
     of variation of the engine-only rounds. ``decode`` is the decode mode (exact/fast), ``img_per_s_decode`` the
     decode-only rate (files -> preprocessed batches, a thread per core, no engine) and ``pipeline_efficiency``
     ``img_per_s / (1 / (1 / img_per_s_engine + 1 / img_per_s_decode))``: end to end against decode and inference
-    one after the other.
+    one after the other. ``img_per_s_benchmark_app`` is OpenVINO's ``benchmark_app`` on the same IR, batch, hint
+    and precision (OpenVINO cells, ``benchmark_app: true``), ``vs_benchmark_app`` the engine-only rate over it.
 
     The private fields (``truth``, ``pred``: int (N,) class indices of the held-out set; ``class_names``) feed the
     best cell's per-class plot and are not written to results.csv/json.
@@ -56,6 +57,8 @@ class BenchRow:
     decode: str | None = None
     img_per_s_decode: float | None = None
     pipeline_efficiency: float | None = None
+    img_per_s_benchmark_app: float | None = None
+    vs_benchmark_app: float | None = None
     p50_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None

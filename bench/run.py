@@ -4,7 +4,9 @@ Each cell runs in its own process (:mod:`bench.worker`) through the runtime's re
 labelled held-out set (decode, eval transform, engine; TTA and ensembles as in ``runtime.predict``), and is
 scored (micro-/macro-F1, top-1 agreement and delta-F1 vs torch FP32). Then every cell is timed in interleaved
 rounds (cell A, B, C, A, B, C, ...): end to end (files -> probabilities), engine only on a pre-decoded batch
-(throughput and latency percentiles at the chosen batch), decode only (files -> preprocessed batches, a thread
+streamed through the engine (an engine that keeps several batches in flight, OpenVINO, does: throughput from the
+intervals between results, latency percentiles from hand-over to result), OpenVINO's ``benchmark_app`` on the same
+IR for OpenVINO cells (``bench.openvino_ref``), decode only (files -> preprocessed batches, a thread
 per core; the pipeline efficiency is end to end over decode and engine one after the other) and latency at
 batch 1. A cell that cannot run is
 recorded with its reason and the matrix goes on. A reduced-precision cell below ``min_f1_ratio`` of FP32
@@ -33,6 +35,7 @@ from bench.cost import model_cost
 from bench.environment import environment
 from bench.gates import best_cell, compare_to_reference, summary_line
 from bench.measure import matmul_peak_gflops, summarize
+from bench.openvino_ref import benchmark_app_rate
 from bench.report import markdown_table, write_run
 from bench.worker import CellFailed, CellProcess
 from runtime.config import add_set_argument, load_config, parse_overrides
@@ -60,6 +63,8 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
             raise CellFailed(f"held-out label {unknown[0]!r} is not a class of this model")
         row.provider, row.device, row.threads = info.get("provider"), info.get("device"), info.get("threads")
         row.artifact_mib = info["artifact_bytes"] / 2**20
+        if cfg.benchmark_app and cell.spec.engine == "openvino" and cell.spec.tta == "none" and len(cell.members) == 1:
+            cell.benchmark_app = (info["artifacts"][0], tuple(info["input_size"]))
         cell.probs, _ = cell.process.call("predict", paths, cell.batch_size, cfg.workers)
         index = {n: i for i, n in enumerate(names)}
         row.truth, row.pred, row.class_names = np.array([index[t] for t in targets]), cell.probs.argmax(1), names
@@ -85,11 +90,20 @@ def _round(cell: Cell, paths: list[Path], cfg: BenchConfig, first: bool) -> None
     try:
         _, seconds = cell.process.call("predict", paths, cell.batch_size, cfg.workers)
         cell.timings.setdefault("e2e", []).append([seconds / len(paths) * cell.batch_size])
-        cell.timings.setdefault("engine", []).append(cell.process.call("time", cell.batch_size, share, warmup))
+        timed = cell.process.call("time", cell.batch_size, share, warmup)  # pipelined: batches kept in flight
+        cell.timings.setdefault("engine", []).append(timed["intervals"])
+        cell.timings.setdefault("engine_latency", []).append(timed["latencies"])
+        if cell.benchmark_app:  # OpenVINO's own rate on the same IR, right after the engine's (others idle)
+            xml, size = cell.benchmark_app
+            rate, why = benchmark_app_rate(xml, cell.batch_size, size, share, cfg.threads)
+            cell.timings.setdefault("benchmark_app", []).append([cell.batch_size / rate] if rate else [])
+            if why:
+                cell.row.notes, cell.benchmark_app = why, None
         seconds = cell.process.call("decode", paths, cell.batch_size, os.cpu_count() or 1)  # a thread per core
         cell.timings.setdefault("decode", []).append([seconds / len(paths) * cell.batch_size])
         if cfg.latency_batch:
-            cell.timings.setdefault("lat1", []).append(cell.process.call("time", cfg.latency_batch, share, warmup))
+            lone = cell.process.call("time", cfg.latency_batch, share, warmup, 5, False)  # one request at a time
+            cell.timings.setdefault("lat1", []).append(lone["latencies"])
     except CellFailed as exc:
         cell.row.status = f"failed: {exc}"
         cell.process = None
@@ -105,7 +119,8 @@ def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]]) -> N
     except CellFailed as exc:
         row.status = f"failed: {exc}"
         return
-    e2e, engine = summarize(cell.timings["e2e"], cell.batch_size), summarize(cell.timings["engine"], cell.batch_size)
+    e2e = summarize(cell.timings["e2e"], cell.batch_size)
+    engine = summarize(cell.timings["engine"], cell.batch_size, cell.timings["engine_latency"])
     row.img_per_s, row.img_per_s_min, row.img_per_s_max = e2e["img_per_s"], e2e["img_per_s_min"], e2e["img_per_s_max"]
     row.img_per_s_engine, row.img_per_s_engine_min = engine["img_per_s"], engine["img_per_s_min"]
     row.img_per_s_engine_max, row.cv, row.runs = engine["img_per_s_max"], engine["cv"], engine["runs"]
@@ -113,6 +128,10 @@ def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]]) -> N
     row.e2e_ratio = row.img_per_s / row.img_per_s_engine
     row.img_per_s_decode = summarize(cell.timings["decode"], cell.batch_size)["img_per_s"]
     row.pipeline_efficiency = row.img_per_s * (1 / row.img_per_s_engine + 1 / row.img_per_s_decode)
+    app = [r for r in cell.timings.get("benchmark_app", []) if r]
+    if app and cell.benchmark_app:
+        row.img_per_s_benchmark_app = summarize(app, cell.batch_size)["img_per_s"]
+        row.vs_benchmark_app = row.img_per_s_engine / row.img_per_s_benchmark_app
     if cfg.latency_batch:
         lat = summarize(cell.timings["lat1"], cfg.latency_batch)
         row.lat1_p50_ms, row.lat1_p90_ms, row.lat1_p99_ms = lat["p50_ms"], lat["p90_ms"], lat["p99_ms"]
@@ -121,7 +140,8 @@ def _finish(cell: Cell, cfg: BenchConfig, costs: dict[str, dict[str, Any]]) -> N
         row.params_m = sum(c["params"] for c in member_costs) / 1e6
         row.gmacs = sum(c["gmacs"] for c in member_costs) * TTA_VIEWS[cell.spec.tta]
         row.gflops = 2 * row.gmacs * row.img_per_s_engine
-    row.notes = f"noisy timing: CV {engine['cv']:.1%} > {cfg.cv_warn:.0%}" if engine["cv"] > cfg.cv_warn else ""
+    if engine["cv"] > cfg.cv_warn:
+        row.notes = "; ".join(filter(None, [row.notes, f"noisy timing: CV {engine['cv']:.1%} > {cfg.cv_warn:.0%}"]))
 
 
 def run_bench(cfg: BenchConfig, held: tuple[list[Path], list[str]] | None = None) -> dict[str, Any]:

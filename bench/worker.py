@@ -83,25 +83,57 @@ class CellRunner:
         """Decode one batch of ``batch_size`` images for :meth:`timed_runs` (paths repeat if needed)."""
         self._batches[batch_size] = self.predictor.decode([paths[i % len(paths)] for i in range(batch_size)])
 
-    def timed_runs(self, batch_size: int, seconds: float, warmup: int, min_runs: int = 5) -> list[float]:
-        """Wall seconds of each forward pass (every member, TTA views included) on the pre-decoded batch,
-        repeated for at least ``seconds`` and ``min_runs`` runs after ``warmup`` untimed runs."""
+    def timed_runs(
+        self, batch_size: int, seconds: float, warmup: int, min_runs: int = 5, pipelined: bool = True
+    ) -> dict[str, list[float]]:
+        """Time forward passes (every member, TTA views included) of the pre-decoded batch, for at least
+        ``seconds`` and ``min_runs`` batches after ``warmup`` untimed ones.
+
+        ``pipelined``: the batches stream through :meth:`Predictor.forward_stream`, so an engine that keeps
+        several in flight (OpenVINO) does, as ``benchmark_app`` measures it; else one :meth:`Predictor.forward`
+        after another (an unloaded engine: the latency a lone request sees).
+
+        Returns:
+            ``{"intervals": seconds between consecutive results (the throughput), "latencies": seconds from
+            handing each batch to the engine to its result}``, both in seconds per batch; equal when not pipelined.
+        """
         arrays = self._batches[batch_size]
-        for _ in range(warmup):
-            self.predictor.forward(arrays)
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < min_runs or time.perf_counter() - start < seconds:
-            t0 = time.perf_counter()
-            self.predictor.forward(arrays)
-            times.append(time.perf_counter() - t0)
-        return times
+        if not pipelined:
+            for _ in range(warmup):
+                self.predictor.forward(arrays)
+            times: list[float] = []
+            start = time.perf_counter()
+            while len(times) < min_runs or time.perf_counter() - start < seconds:
+                t0 = time.perf_counter()
+                self.predictor.forward(arrays)
+                times.append(time.perf_counter() - t0)
+            return {"intervals": times, "latencies": times}
+        handed: list[float] = []
+        state = {"stop": False}
+
+        def feed() -> Any:
+            while not state["stop"]:
+                handed.append(time.perf_counter())
+                yield arrays
+
+        done: list[float] = []
+        first = max(warmup, 1)  # results before the first timed one (an interval needs a result before it)
+        for _ in self.predictor.forward_stream(feed()):
+            done.append(time.perf_counter())
+            timed = len(done) - first
+            if timed >= min_runs and done[-1] - done[first - 1] >= seconds:
+                state["stop"] = True  # the batches already in flight still come out (and are timed)
+        intervals = [float(t) for t in np.diff(done[first - 1 :])]
+        latencies = [d - h for h, d in zip(handed[first:], done[first:], strict=False)]
+        return {"intervals": intervals, "latencies": latencies}
 
     def describe(self) -> dict[str, Any]:
-        """What ran (:meth:`Predictor.describe`) and the artifact size in bytes (every member; an OpenVINO
-        ``.xml`` counts with its ``.bin``)."""
+        """What ran (:meth:`Predictor.describe`), the artifact size in bytes (every member; an OpenVINO ``.xml``
+        counts with its ``.bin``), the artifact paths and the input (H, W)."""
         info = self.predictor.describe()
         info["artifact_bytes"] = sum(artifact_bytes(engine.artifact) for engine in self.predictor.engines)
+        info["artifacts"] = [str(engine.artifact) for engine in self.predictor.engines]
+        info["input_size"] = list(self.predictor.meta.input_size[-2:])
         return info
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ TARGET_ARTIFACTS: dict[str, tuple[str, str]] = {
     "onnx-int8": ("onnx", "int8"),
     "onnx-fp16": ("onnx", "fp16"),
     "openvino": ("openvino", "fp32"),
+    "openvino-int8": ("openvino", "int8"),
 }
 TARGETS = (*TARGET_ARTIFACTS, "trt")
 
@@ -30,8 +31,8 @@ def target_file(target: str) -> str:
 
 
 def target_for(engine: str, precision: str) -> str | None:
-    """The export target that builds the artifact ``engine`` reads at ``precision`` (``openvino`` int8 reads the
-    QDQ ONNX of ``onnx-int8``); ``None`` for a pair without an artifact."""
+    """The export target that builds the artifact ``engine`` reads at ``precision``; ``None`` for a pair without
+    an artifact."""
     if engine == "trt":
         return "trt" if precision in PRECISIONS else None
     rel = ARTIFACT_FILES.get((engine, precision))
@@ -42,7 +43,9 @@ def target_for(engine: str, precision: str) -> str | None:
 class ExportConfig:
     """Keys of ``configs/export.yaml``."""
 
-    targets: list[str] = dataclasses.field(default_factory=lambda: ["onnx", "onnx-int8", "onnx-fp16", "openvino"])
+    targets: list[str] = dataclasses.field(
+        default_factory=lambda: ["onnx", "onnx-int8", "onnx-fp16", "openvino", "openvino-int8"]
+    )
     opset: int = 18
     exporter: str = "dynamo"
     dynamic_hw: bool = False

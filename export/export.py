@@ -9,6 +9,8 @@ against the FP32 checkpoint on real validation images (``export.verify``), and o
     onnx-int8   model.int8.onnx       static INT8, QDQ, per-channel, calibrated on real training images
     onnx-fp16   model.fp16.onnx       FP16 weights, float32 I/O, LayerNorm/Softmax kept in FP32
     openvino    openvino/model.xml    OpenVINO IR, FP32
+    openvino-int8  openvino/model.int8.xml  OpenVINO IR quantized by NNCF on the same calibration images
+                                          (``export.openvino_int8``); accuracy control when it misses its gate
     trt         model.<prec>.engine   TensorRT 10/11 engine + .json sidecar (GPU only)
 
 A target that fails its gate is not installed (unless ``allow_degraded``), the failure is recorded in
@@ -38,7 +40,7 @@ from export.onnx import export_onnx, write_onnx_meta
 from export.quantize import convert_fp16, quantize_int8
 from export.verify import Gates, Reference, Verifier, check_decode, update_record
 from export.workdir import work_folder
-from runtime.artifacts import ARTIFACT_FILES, file_sha256, record_key
+from runtime.artifacts import ARTIFACT_FILES, CROSS_READS, file_sha256, record_key
 from runtime.dataset import labelled_indices
 from runtime.decode import DECODE_RECORD_KEY
 from runtime.engines.pytorch import TorchEngine
@@ -95,11 +97,16 @@ class Exporter:
         meta.export = {**self.fp32_export, **export}
         return meta
 
-    def _verify(self, rel: str, engine_name: str, artifact: Path, precision: str) -> dict[str, Any] | None:
+    def _verify(
+        self, rel: str, engine_name: str, artifact: Path, precision: str, result: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Check ``artifact`` (or take the check already made, ``result``) and record it; the result when the
+        artifact may be installed, else ``None`` (a failure of the file's own engine is collected in ``failed``)."""
         key = record_key(rel, engine_name)
-        with self._step(f"verify {key}"):
+        with self._step(f"verify {key}") if result is None else contextlib.nullcontext():
             try:  # another engine's reading of the file runs in a child: a crash there cannot take the export down
-                result = self.verifier.check(artifact, engine_name, precision, key, isolated=key != rel)
+                if result is None:
+                    result = self.verifier.check(artifact, engine_name, precision, key, isolated=key != rel)
             except UserError as exc:
                 if key == rel:
                     raise
@@ -123,9 +130,13 @@ class Exporter:
 
     @staticmethod
     def _install(tmp: Path, final: Path) -> None:
+        """Rename ``tmp`` (a file or folder; an OpenVINO ``.xml`` with its ``.bin``, the ``.bin`` first) to
+        ``final``."""
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.is_dir():
             shutil.rmtree(final)
+        if tmp.suffix == ".xml":
+            tmp.with_suffix(".bin").replace(final.with_suffix(".bin"))
         tmp.replace(final)
 
     def _onnx_target(self, rel: str, engine_name: str, build: Callable[[Path], ModelMeta], work: Path) -> None:
@@ -137,8 +148,8 @@ class Exporter:
             meta.export["verification"] = result
             write_onnx_meta(tmp, meta)
             self._install(tmp, self.model_dir / rel)
-            if meta.export["precision"] == "int8":  # OpenVINO also runs the QDQ model: check that path too
-                self._verify(rel, "openvino", self.model_dir / rel, "int8")
+            for other in (e for r, e, _ in CROSS_READS if r == rel):  # another engine reading the file: recorded
+                self._verify(rel, other, self.model_dir / rel, meta.export["precision"])
 
     def run(self, targets: list[str]) -> None:
         """Build every target; failures are collected in ``self.failed`` (the others still build)."""
@@ -155,6 +166,7 @@ class Exporter:
                 "onnx-int8": lambda: self._onnx_target(target_file("onnx-int8"), "onnx", self._int8(fp32), work),
                 "onnx-fp16": lambda: self._onnx_target(target_file("onnx-fp16"), "onnx", self._fp16(fp32), work),
                 "openvino": lambda: self._openvino(fp32, work),
+                "openvino-int8": lambda: self._openvino_int8(fp32, work),
                 "trt": lambda: self._trt(fp32, work),
             }
             for target in targets:
@@ -217,16 +229,54 @@ class Exporter:
     def _openvino(self, fp32: Path, work: Path) -> None:
         import openvino as ov
 
-        from export.openvino import export_openvino
+        from export.openvino import save_ir
 
         meta = self._meta(format="openvino", precision="fp32", openvino=ov.get_version().split("-")[0])
-        with self._step("build openvino/model.xml"):
-            xml = export_openvino(fp32, work / target_file("openvino"), meta)
-        result = self._verify(target_file("openvino"), "openvino", xml, "fp32")
+        rel = target_file("openvino")
+        with self._step(f"build {rel}"):
+            model = ov.convert_model(str(fp32))
+            xml = save_ir(model, work / rel, meta)
+        result = self._verify(rel, "openvino", xml, "fp32")
         if result is not None:
             meta.export["verification"] = result
-            final = export_openvino(fp32, work / "openvino-final" / "model.xml", meta)
-            self._install(final.parent, self.model_dir / "openvino")
+            self._install(save_ir(model, xml, meta), self.model_dir / rel)
+
+    def _openvino_int8(self, fp32: Path, work: Path) -> None:
+        """NNCF INT8 of the FP32 IR on the calibration images; when it misses its gate, NNCF's accuracy control
+        (layers reverted to float until the drop fits the gate) before the target is reported failed."""
+        import openvino as ov
+
+        from export.openvino import save_ir
+        from export.openvino_int8 import quantize_ir, quantized_layers, require_nncf, restore_accuracy
+
+        require_nncf()
+        rel, paths = target_file("openvino-int8"), self.calibration[0]
+        with self._step(f"build {rel}"):
+            source = ov.convert_model(str(fp32))
+            model, settings = quantize_ir(source, paths, self.meta)
+        meta = self._meta(format="openvino", precision="int8", openvino=ov.get_version().split("-")[0])
+        meta.export["quantization"] = settings
+        xml = save_ir(model, work / rel, meta)
+        with self._step(f"verify {rel}"):
+            result = self.verifier.check(xml, "openvino", "int8", rel)
+        if not result["passed"] and not self.cfg.allow_degraded:
+            print(f"WARN {rel}: {result['gate']} not met; trying NNCF accuracy control", file=sys.stderr)
+            with self._step(f"accuracy control {rel}"):
+                model, control = restore_accuracy(
+                    source, paths, self.paths, self.targets, self.meta, settings, 1 - self.cfg.min_f1_ratio,
+                    quantized_layers(model)[0],
+                )  # fmt: skip
+            settings["plain_result"] = {k: result[k] for k in ("top1_agreement", "candidate_f1_micro", "passed")}
+            settings.update(control)
+            meta.export["quantization"] = settings
+            xml = save_ir(model, xml, meta)
+            with self._step(f"verify (accuracy control) {rel}"):
+                result = self.verifier.check(xml, "openvino", "int8", rel)
+        del source
+        result = self._verify(rel, "openvino", xml, "int8", result=result)
+        if result is not None:
+            meta.export["verification"] = result
+            self._install(save_ir(model, xml, meta), self.model_dir / rel)
 
     def _trt(self, fp32: Path, work: Path) -> None:
         from export.tensorrt import build_engine, record_verification, require_tensorrt

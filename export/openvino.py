@@ -1,4 +1,4 @@
-"""OpenVINO IR (FP32) from the exported ONNX, with the artifact contract in the IR's rt_info."""
+"""OpenVINO IR from the exported ONNX (FP32; INT8 in ``export.openvino_int8``), the artifact contract in rt_info."""
 
 from __future__ import annotations
 
@@ -11,12 +11,9 @@ from runtime.engines.openvino import IR_META_PATH
 from runtime.metadata import ModelMeta
 
 
-def export_openvino(fp32_onnx: str | os.PathLike, out_xml: str | os.PathLike, meta: ModelMeta) -> Path:
-    """Convert ``fp32_onnx`` to ``out_xml`` (+ ``.bin`` beside it), weights kept in FP32.
-
-    ``meta`` (with ``meta.export`` filled in by the caller) is stored under rt_info ``imgcls/meta``.
-    """
-    model = ov.convert_model(str(fp32_onnx))
+def save_ir(model: ov.Model, out_xml: str | os.PathLike, meta: ModelMeta) -> Path:
+    """Write ``model`` to ``out_xml`` (+ ``.bin``), weights as they are (FP32 stays FP32, no FP16 compression),
+    with ``meta`` (``meta.export`` filled in by the caller) under rt_info ``imgcls/meta``; returns ``out_xml``."""
     model.set_rt_info(meta.to_json(), IR_META_PATH)
     out_xml = Path(out_xml)
     out_xml.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from export.config import add_common_args, config_from_args
-from runtime.artifacts import ARTIFACT_FILES, VERIFY_RECORD, record_key
+from runtime.artifacts import ARTIFACT_FILES, CROSS_READS, VERIFY_RECORD, record_key
 from runtime.atomic import write_text
 from runtime.dataset import labelled_indices
 from runtime.decode import DECODE_RECORD_KEY, loader_for
@@ -152,12 +152,10 @@ def update_record(model_dir: Path, results: dict[str, dict[str, Any]], replace: 
 
 
 def installed_artifacts(model_dir: Path) -> list[tuple[str, str, str]]:
-    """(relative file, engine, precision) for every exported artifact x engine that reads it in ``model_dir``."""
-    return [
-        (rel, engine, precision)
-        for (engine, precision), rel in ARTIFACT_FILES.items()
-        if engine != "torch" and (model_dir / rel).is_file()
-    ]
+    """(relative file, engine, precision) for every exported artifact x engine that reads it in ``model_dir``
+    (its own engine, and the :data:`runtime.artifacts.CROSS_READS`)."""
+    pairs = [(rel, e, p) for (e, p), rel in ARTIFACT_FILES.items() if e != "torch"] + CROSS_READS
+    return [(rel, engine, precision) for rel, engine, precision in pairs if (model_dir / rel).is_file()]
 
 
 @dataclasses.dataclass
@@ -268,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     for rel, engine_name, precision in installed_artifacts(model_dir):
         key = record_key(rel, engine_name)
         try:
-            results[key] = verifier.check(model_dir / rel, engine_name, precision, key)
+            results[key] = verifier.check(model_dir / rel, engine_name, precision, key, isolated=key != rel)
         except UserError as exc:  # a broken or foreign file fails its check
             results[key] = {"precision": precision, "passed": False, "error": one_line(exc)}
             print(f"FAIL {key}: {one_line(exc)}", file=sys.stderr)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from runtime.artifacts import PRECISIONS, failed_gate
 from runtime.atomic import write_text
 from runtime.config import parse_overrides
+from runtime.cpu import has_int8_dot_product
 from runtime.dataset import discover_inputs, resolve_ids
 from runtime.decode import DECODE_CHOICES
 from runtime.engines import ENGINE_NAMES
@@ -201,6 +202,9 @@ def write_rows(predictor: Predictor, items: list, ids: list[str], out: Path, opt
             print(f"warning: {engine.artifact} failed its verification gate with engine '{engine.name}' "
                   "(verify.json; exported with --allow-degraded or passed only with another engine)",
                   file=sys.stderr)  # fmt: skip
+        if engine.meta.export.get("quantization", {}).get("overflow_fix") == "disable" and not has_int8_dot_product():
+            print(f"warning: {engine.artifact} was quantized with full 8-bit weights for a CPU with VNNI/AMX; this "
+                  "CPU has none, so its INT8 sums can saturate (re-export it here)", file=sys.stderr)  # fmt: skip
     t0 = time.perf_counter()
     bar = tqdm(total=len(rows), initial=begin - rows.start, desc="predict", unit="img",
                disable=None if opts.progress else True)  # fmt: skip

@@ -6,7 +6,8 @@ engine option, a TTA mode or an ensemble weight means the same thing everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,18 @@ class Predictor:
         assert total is not None
         return total / sum(w for _, w in self.members)
 
+    def forward_stream(self, stream: Iterable[Sequence[np.ndarray]]) -> Iterator[np.ndarray]:
+        """:meth:`forward` of each item of ``stream`` (pre-decoded batches, one per group), in order. One model
+        without TTA runs through :meth:`Engine.run_stream`, so an engine that keeps several batches in flight
+        does; an ensemble or TTA runs batch by batch."""
+        if len(self.members) == 1 and self.tta == "none":
+            engine = self.members[0][0]
+            for logits in engine.run_stream(arrays[0] for arrays in stream):
+                yield softmax(logits)
+        else:
+            for arrays in stream:
+                yield self.forward(arrays)
+
     def features(self, array: np.ndarray) -> np.ndarray:
         """float32 (N, D) pooled pre-logit features of one member (no TTA, no ensemble).
 
@@ -152,14 +165,26 @@ class Predictor:
         """
         streams = [stream_batches(items, meta, batch_size, workers, skip_errors=skip_errors, offset=offset,
                                   loader=self.loader) for meta, _ in self.groups]  # fmt: skip
-        for batches in zip(*streams, strict=True):
-            batch, arrays = _common(batches)
-            if batch.array is None:
-                yield batch, None
-            elif features:
-                yield batch, self.features(batch.array)
-            else:
-                yield batch, self.forward(arrays)
+        decoded = (_common(batches) for batches in zip(*streams, strict=True))
+        if features:
+            for batch, _ in decoded:
+                yield batch, None if batch.array is None else self.features(batch.array)
+            return
+        # batches in decode order; the engine sees those with images, maybe several ahead of their results
+        pending: deque[Batch] = deque()
+
+        def with_images() -> Iterator[list[np.ndarray]]:
+            for batch, arrays in decoded:
+                pending.append(batch)
+                if batch.array is not None:
+                    yield arrays
+
+        for probs in self.forward_stream(with_images()):
+            while pending[0].array is None:
+                yield pending.popleft(), None
+            yield pending.popleft(), probs
+        while pending:  # batches without a readable image after the last one with
+            yield pending.popleft(), None
 
     def close(self) -> None:
         """Close every engine (idempotent)."""

@@ -38,7 +38,8 @@ def measure(
         rows = {}
         for bs in batches:
             runner.prepare(paths, bs)
-            stats = summarize([runner.timed_runs(bs, seconds, warmup=3)], bs)
+            timed = runner.timed_runs(bs, seconds, warmup=3)
+            stats = summarize([timed["intervals"]], bs, [timed["latencies"]])
             rows[str(bs)] = {"img_per_s": stats["img_per_s"], "p50_ms": stats["p50_ms"]}
         provider = runner.describe()["provider"]
     finally:

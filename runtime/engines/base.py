@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -76,6 +77,16 @@ class Engine(abc.ABC):
             UserError: the artifact carries no ``features`` output (re-export it).
         """
         raise UserError(f"engine {self.name!r} cannot produce features")
+
+    def run_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Logits of each batch of ``batches``, in order: float32 (N_i, num_classes) per float32 (N_i, 3, H, W).
+
+        A backend that can keep several batches in flight (OpenVINO's infer requests) overrides this, so a
+        stream of batches runs at the backend's throughput; here they run one after another through
+        :meth:`run`. ``batches`` is read lazily (at most a few batches ahead of the results).
+        """
+        for batch in batches:
+            yield self.run(batch)
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

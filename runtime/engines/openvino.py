@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -32,8 +34,10 @@ def read_meta(model: ov.Model, source: str) -> ModelMeta:
 class OpenVINOEngine(Engine):
     """OpenVINO inference on the CPU with the THROUGHPUT performance hint.
 
-    ``run`` splits a batch over the compiled model's optimal number of infer requests, so several are in flight
-    at once, and returns the logits in order.
+    The THROUGHPUT hint compiles the model into several streams (each a share of the cores), one per infer
+    request (``OPTIMAL_NUMBER_OF_INFER_REQUESTS``). :meth:`run_stream` keeps every request busy with a whole batch
+    of its own, as ``benchmark_app -hint throughput`` does, and returns the logits in order; :meth:`run` (one batch
+    on its own) splits the batch over the requests, so that a lone batch still uses every stream.
 
     Raises:
         UserError: a device other than CPU, or an unreadable model.
@@ -73,6 +77,29 @@ class OpenVINOEngine(Engine):
         if "features" not in self.outputs:
             raise UserError(f"{self.artifact}: no 'features' output; re-export with `make export`")
         return self._infer(batch, "features")
+
+    def run_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """See :meth:`Engine.run_stream`: each batch whole on its own infer request, up to one batch per request
+        in flight; inputs are copied into the request (a caller may reuse its array)."""
+        port = self.outputs["logits"]
+        free, busy = list(self.infer_requests), deque()
+        try:
+            for batch in batches:
+                if not free:
+                    request = busy.popleft()
+                    request.wait()
+                    yield request.get_tensor(port).data.astype(np.float32, copy=True)
+                    free.append(request)
+                request = free.pop()
+                request.start_async({0: np.ascontiguousarray(batch, np.float32)}, share_inputs=False)
+                busy.append(request)
+            while busy:
+                request = busy.popleft()
+                request.wait()
+                yield request.get_tensor(port).data.astype(np.float32, copy=True)
+        finally:  # a consumer that stops early: no request may still write into memory that goes away
+            for request in busy:
+                request.wait()
 
     def _infer(self, batch: np.ndarray, output: str) -> np.ndarray:
         port = self.outputs[output]

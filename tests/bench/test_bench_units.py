@@ -261,7 +261,7 @@ def test_report_folder_is_complete_and_self_contained(tmp_path: Path) -> None:
 def test_markdown_table_shows_reasons() -> None:
     rows = [BenchRow("m", "onnx:int8", batch_size=4, status="skipped: model.int8.onnx not found")]
     assert markdown_table(rows).splitlines()[-1] == (
-        "| m | onnx:int8 | 4 | - | - | - | - | - | - | - | - | - | - | -/- | -/- | - | - | - | "
+        "| m | onnx:int8 | 4 | - | - | - | - | - | - | - | - | - | - | -/- | -/- | - | - | - | - | "
         "skipped: model.int8.onnx not found |"
     )
     ok = BenchRow("m", "onnx:fp32", batch_size=4, agreement=0.5, delta_f1=0.0312)

@@ -16,7 +16,9 @@ def test_one_process_export_is_split_into_target_rows(tmp_path: Path) -> None:
     steps += [("build model.onnx", 1000), ("verify model.onnx", 1500), ("build model.fp16.onnx", 1100)]
     steps += [("verify model.fp16.onnx", 1400), ("build openvino/model.xml", 2000), ("verify openvino/model.xml", 1300)]
     steps += [("build model.int8.onnx", 2500), ("verify model.int8.onnx", 1600)]
-    steps += [("verify model.int8.onnx (openvino)", 1700)]
+    steps += [("verify model.int8.onnx (openvino)", 1700), ("build openvino/model.int8.xml", 1900)]
+    steps += [("verify openvino/model.int8.xml", 1200), ("accuracy control openvino/model.int8.xml", 2100)]
+    steps += [("verify (accuracy control) openvino/model.int8.xml", 1250)]
     report = tmp_path / "memory" / f"m.{'+'.join(CPU_TARGETS)}.json"
     report.parent.mkdir()
     report.write_text(json.dumps({"steps": [{"step": n, "peak_rss_mib": p, "seconds": 2.0} for n, p in steps]}))
@@ -30,6 +32,7 @@ def test_one_process_export_is_split_into_target_rows(tmp_path: Path) -> None:
     assert list(rows) == list(CPU_TARGETS)
     assert rows["onnx"].peak_rss_mib == 1500 and rows["onnx"].wall_s == 4.0
     assert rows["openvino"].peak_rss_mib == 2000
+    assert rows["openvino-int8"].peak_rss_mib == 2100 and rows["openvino-int8"].wall_s == 8.0
     assert rows["onnx-int8"].peak_rss_mib == 2500 and rows["onnx-int8"].wall_s == 6.0
     assert rows["onnx-int8"].size_mib == 1.0 and rows["onnx-int8"].verify.startswith("PASS")
     assert rows["onnx-int8"].verify.endswith("; OV FAIL openvino crashed reading model.int8.onnx (its process died)")
