@@ -5,11 +5,19 @@ The graph has one input ``input`` (float32, (batch, 3, H, W)) and two outputs, `
 backbones such as Swin fail at other sizes with dynamic H/W (timm#1844). The exporter is chosen explicitly
 (torch >= 2.9 defaults to dynamo with external data, see field notes), and the example batch is 2 so the batch
 axis stays symbolic (pytorch#165748).
+
+The model is traced in contiguous (NCHW) memory format: with channels_last weights (the torch engine's default)
+the dynamo exporter turns timm's global average pool into ``ReduceMean -> Reshape(-1) -> Gather`` with indices
+computed from ``Shape(input)`` (an identity gather of ``as_strided``). ONNX Runtime runs that fine, but on an
+INT8 QDQ copy it makes OpenVINO compile the stem convolution without its bias fused, and wrongly: 88% top-1
+agreement with the checkpoint instead of 99.6% (measured on resnet18, see the README, "OpenVINO INT8").
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -36,6 +44,22 @@ class LogitsAndFeatures(torch.nn.Module):
         """x: float32 (N, 3, H, W) -> (logits (N, K), features (N, D))."""
         f = self.model.forward_features(x)
         return self.model.forward_head(f, pre_logits=False), self.model.forward_head(f, pre_logits=True)
+
+
+@contextmanager
+def contiguous_format(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` with its 4-D parameters in contiguous (NCHW) memory format inside the block, and back in
+    channels_last afterwards if they were (``Module.to`` converts in place)."""
+    was_nhwc = any(
+        p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+        for p in model.parameters()
+    )
+    model.to(memory_format=torch.contiguous_format)
+    try:
+        yield model
+    finally:
+        if was_nhwc:
+            model.to(memory_format=torch.channels_last)
 
 
 def _check_request(meta: ModelMeta, opset: int, exporter: str, dynamic_hw: bool) -> None:
@@ -99,7 +123,8 @@ def export_onnx(
     _check_request(meta, opset, exporter, dynamic_hw)
     out = Path(out)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    proto = _trace(LogitsAndFeatures(model.cpu()).eval(), meta, out, opset, exporter, dynamic_hw)
+    with contiguous_format(model.cpu()) as nchw:
+        proto = _trace(LogitsAndFeatures(nchw).eval(), meta, out, opset, exporter, dynamic_hw)
     _check_shapes(proto, meta, dynamic_hw)
     meta.export = {
         "format": "onnx",

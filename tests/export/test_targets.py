@@ -205,3 +205,20 @@ def test_verify_fails_a_truncated_artifact_and_records_engines_apart(
     record = json.loads((artifacts / "tiny" / "verify.json").read_text())
     assert record["model.fp16.onnx"]["passed"] is False and "cannot load" in record["model.fp16.onnx"]["error"]
     assert "model.int8.onnx" in record and "model.int8.onnx (openvino)" in record
+
+
+def test_channels_last_model_exports_without_a_shape_dependent_gather(tmp_path: Path) -> None:
+    """A channels_last model (the torch engine's default) once exported its global pool as an identity Gather
+    indexed from Shape(input), which OpenVINO then mis-compiled in INT8; the export traces NCHW and restores."""
+    cnn = timm.create_model("test_resnet", num_classes=2).eval().to(memory_format=torch.channels_last)
+    meta = ModelMeta("test_resnet", ["a", "b"], (3, 64, 64), (0.5,) * 3, (0.5,) * 3)
+    path = export_onnx(cnn, meta, tmp_path / "cnn.onnx")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not ops & {"Gather", "Shape", "Range"}, ops
+    convs = [p for p in cnn.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)  # the caller's model as it was
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = cnn(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["logits"], {"input": x.numpy()})[0], expected, atol=1e-4)
