@@ -62,6 +62,8 @@ class ExportConfig:
     trt_batch: list[int] = dataclasses.field(default_factory=lambda: [1, 32, 64])
     trt_workspace_mib: int = 4096
     trt_timing_cache: str | None = "artifacts/trt_timing.cache"
+    accuracy_control_images: int = 512
+    accuracy_control_agreement: float = 1.0
     min_agreement: float = 0.999
     min_f1_ratio: float = 0.99
     allow_degraded: bool = False
@@ -84,6 +86,8 @@ class ExportConfig:
              "must be [min, opt, max] with 1 <= min <= opt <= max"),
             ("verify_images", self.verify_images >= 1, "must be >= 1"),
             ("calibration_images", self.calibration_images >= 1, "must be >= 1"),
+            ("accuracy_control_images", self.accuracy_control_images >= 1, "must be >= 1"),
+            ("accuracy_control_agreement", 0 < self.accuracy_control_agreement <= 1, "must be in (0, 1]"),
             ("min_agreement", 0 < self.min_agreement <= 1, "must be in (0, 1]"),
             ("min_f1_ratio", 0 < self.min_f1_ratio <= 1, "must be in (0, 1]"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),

@@ -47,6 +47,9 @@ from runtime.engines.pytorch import TorchEngine
 from runtime.errors import UserError, one_line
 from runtime.metadata import ModelMeta
 
+#: fewest images left after the gate's (or the calibration) images for NNCF's accuracy control to rank layers on
+MIN_CONTROL_IMAGES = 64
+
 
 class Exporter:
     """Builds, verifies and installs the targets of one model (see the module docstring)."""
@@ -261,11 +264,13 @@ class Exporter:
             result = self.verifier.check(xml, "openvino", "int8", rel)
         if not result["passed"] and not self.cfg.allow_degraded:
             print(f"WARN {rel}: {result['gate']} not met; trying NNCF accuracy control", file=sys.stderr)
+            valid, source_rows = self._control_images()
             with self._step(f"accuracy control {rel}"):
                 model, control = restore_accuracy(
-                    source, paths, self.paths, self.targets, self.meta, settings, 1 - self.cfg.min_f1_ratio,
+                    source, paths, valid, self.meta, settings, self.cfg.accuracy_control_agreement,
                     quantized_layers(model)[0],
                 )  # fmt: skip
+            control["accuracy_control"]["images"] = source_rows
             settings["plain_result"] = {k: result[k] for k in ("top1_agreement", "candidate_f1_micro", "passed")}
             settings.update(control)
             meta.export["quantization"] = settings
@@ -277,6 +282,19 @@ class Exporter:
         if result is not None:
             meta.export["verification"] = result
             self._install(save_ir(model, xml, meta), self.model_dir / rel)
+
+    def _control_images(self) -> tuple[list[Path], str]:
+        """The images NNCF's accuracy control ranks layers on, and where they come from; never the gate's own.
+        First choice: up to ``accuracy_control_images`` rows of ``verify_csv`` after the verification images
+        (held out, same distribution as the gate's); else those rows of ``calibration_csv`` after the calibration
+        images; else the calibration images, when fewer than :data:`MIN_CONTROL_IMAGES` are left in either."""
+        cfg = self.cfg
+        for csv, start in ((cfg.verify_csv, len(self.paths)), (cfg.calibration_csv, len(self.calibration[0]))):
+            paths = labelled_indices(cfg.data, csv, self.meta.class_names, start + cfg.accuracy_control_images)[0]
+            if len(paths) - start >= MIN_CONTROL_IMAGES:
+                return paths[start:], f"{csv} rows {start}-{len(paths) - 1}"
+        count = len(self.calibration[0])
+        return self.calibration[0], f"{cfg.calibration_csv} rows 0-{count - 1} (the calibration images)"
 
     def _trt(self, fp32: Path, work: Path) -> None:
         from export.tensorrt import build_engine, record_verification, require_tensorrt

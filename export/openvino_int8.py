@@ -19,8 +19,9 @@ README, "OpenVINO INT8", for why OpenVINO loses accuracy on that file). The sett
   conformance table measured top-1 0.8527 FP32, 0.8357 with SmoothQuant, 0.8521 without.
 
 When the result misses its gate, :func:`restore_accuracy` runs ``nncf.quantize_with_accuracy_control``, which
-reverts the most sensitive quantized layers to float until the micro-F1 drop on the verification images is at
-most the gate's; :func:`quantized_layers` names the layers that stayed in float. NNCF needs no torch; ``runtime``
+reverts the most sensitive quantized layers to float until the top-1 agreement with the FP32 IR on held-out
+images (not the gate's) reaches ``accuracy_control_agreement``; :func:`quantized_layers` names the layers that
+stayed in float, and the gate then judges the result as it judged the plain one. NNCF needs no torch; ``runtime``
 never imports this module.
 """
 
@@ -170,22 +171,23 @@ def restore_accuracy(
     model: ov.Model,
     calibration: Sequence[Path],
     validation: Sequence[Path],
-    targets: Sequence[int],
     meta: ModelMeta,
     settings: dict[str, Any],
-    max_drop: float,
+    min_agreement: float,
     int8_before: Sequence[str],
 ) -> tuple[ov.Model, dict[str, Any]]:
     """``nncf.quantize_with_accuracy_control`` of the FP32 ``model``: the quantization of :func:`quantize_ir`
-    (the same ``settings``), then the layers that cost the most accuracy (= micro-F1 for single-label data) on
-    ``validation`` (labelled with class indices ``targets``) are reverted to float until the relative drop is at
-    most ``max_drop`` (0.01 for the 99%-of-FP32 gate).
+    (the same ``settings``), then the layers that cost the most are reverted to float until the INT8 model's
+    top-1 agreement with the FP32 ``model`` on ``validation`` is at least ``min_agreement`` (NNCF's metric is
+    that agreement, its drop ABSOLUTE ``1 - min_agreement``). Agreement needs no labels, so ``validation`` can be
+    images the export gate never sees (it judges micro-F1 on its own verification images afterwards), and it
+    moves with every flipped prediction where accuracy nets flips out.
 
     Args:
         int8_before: the INT8 layers of the plain quantization (:func:`quantized_layers`), to name the reverted.
 
     Returns:
-        (the model, ``{"accuracy_control": {"max_drop", "drop_type", "float_layers": [names reverted to float],
+        (the model, ``{"accuracy_control": {"metric", "min_agreement", "float_layers": [names reverted to float],
         "int8_layers"}}``).
 
     Raises:
@@ -193,25 +195,28 @@ def restore_accuracy(
     """
     nncf = require_nncf()
     images = np.stack([preprocess_image(p, meta) for p in validation])  # decoded once: NNCF validates many times
-    # NNCF hands validate() the raw items (index, label) of the images it ranks, and the model the transformed ones
-    valid = nncf.Dataset(list(enumerate(int(t) for t in targets)), lambda item: images[item[0]][None])
+    fp32 = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    reference = np.concatenate([_logits(fp32, images[i : i + 32]) for i in range(0, len(images), 32)]).argmax(1)
+    del fp32
+    # NNCF hands validate() the raw items (index, FP32 top-1) of the images it ranks, the model transformed ones
+    valid = nncf.Dataset(list(enumerate(int(t) for t in reference)), lambda item: images[item[0]][None])
 
     def validate(compiled: ov.CompiledModel, items: Any) -> tuple[float, list[float]]:
         pairs = list(items)
         index = np.array([i for i, _ in pairs], dtype=np.int64)
-        labels = np.array([label for _, label in pairs], dtype=np.int64)
-        port, hits = compiled.output("logits"), []
+        top1 = np.array([label for _, label in pairs], dtype=np.int64)
+        hits: list[float] = []
         for start in range(0, len(index), 32):
-            logits = compiled(images[index[start : start + 32]])[port]
-            hits += [float(h) for h in logits.argmax(1) == labels[start : start + 32]]
-        return float(np.mean(hits)) if hits else 0.0, hits  # micro-F1 of single-label data is accuracy
+            logits = _logits(compiled, images[index[start : start + 32]])
+            hits += [float(h) for h in logits.argmax(1) == top1[start : start + 32]]
+        return float(np.mean(hits)) if hits else 0.0, hits
 
     args = nncf_arguments(nncf, settings)
     advanced = args.pop("advanced_parameters", None)
     try:
         restored = nncf.quantize_with_accuracy_control(
-            model, image_dataset(nncf, calibration, meta), valid, validate, max_drop=max_drop,
-            drop_type=nncf.DropType.RELATIVE, advanced_quantization_parameters=advanced, **args,
+            model, image_dataset(nncf, calibration, meta), valid, validate, max_drop=1 - min_agreement,
+            drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced, **args,
         )  # fmt: skip
     except _nncf_errors(nncf) as exc:
         raise UserError(f"openvino-int8: accuracy control failed ({_first_line(exc)})") from None
@@ -219,12 +224,16 @@ def restore_accuracy(
     kept = set(after)
     return restored, {
         "accuracy_control": {
-            "max_drop": max_drop,
-            "drop_type": "relative",
+            "metric": "top-1 agreement with the FP32 IR",
+            "min_agreement": min_agreement,
             "float_layers": [name for name in int8_before if name not in kept],
             "int8_layers": f"{len(after)} of {len(total)}",
         }
     }
+
+
+def _logits(compiled: ov.CompiledModel, batch: np.ndarray) -> np.ndarray:
+    return compiled(batch)[compiled.output("logits")]
 
 
 def _nncf_errors(nncf: Any) -> tuple[type[BaseException], ...]:

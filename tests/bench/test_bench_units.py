@@ -295,3 +295,27 @@ def test_gpu_queries_parse_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monkey
     assert gpu_memory_mib(4242) == 1536.0 and gpu_memory_mib(1) is None
     monkeypatch.setenv("PATH", "/nonexistent")
     assert gpu_info() == "none" and gpu_memory_mib(4242) is None
+
+
+def test_benchmark_app_command_and_output_parsing() -> None:
+    from bench.openvino_ref import benchmark_app_command, parse_throughput
+
+    cmd = benchmark_app_command("m.xml", 32, (128, 96), 4.6, threads=2)
+    joined = " ".join(cmd)
+    for part in ("-m m.xml", "-d CPU", "-hint throughput", "-infer_precision f32", "-shape input[32,3,128,96]",
+                 "-t 5", "-nthreads 2"):  # fmt: skip
+        assert part in joined, joined
+    assert "-nthreads" not in benchmark_app_command("m.xml", 1, (8, 8), 1)
+    out = "[Step 11/11] Dumping statistics report\n[ INFO ] Latency:\n[ INFO ]    Median:     10.5 ms\n"
+    assert parse_throughput(out + "[ INFO ] Throughput:          2825.31 FPS\n") == pytest.approx(2825.31)
+    assert parse_throughput(out) is None
+
+
+def test_cpu_units_come_from_the_flags() -> None:
+    from runtime.cpu import BF16_UNITS, INT8_UNITS, has_int8_dot_product, units
+
+    epyc = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})
+    xeon = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile"})
+    assert units(INT8_UNITS, epyc) == ["AVX512-VNNI"] and units(BF16_UNITS, epyc) == ["AVX512-BF16"]
+    assert units(INT8_UNITS, xeon) == ["AVX512-VNNI", "AMX-INT8"] and "AMX-BF16" in units(BF16_UNITS, xeon)
+    assert has_int8_dot_product(xeon) and not has_int8_dot_product(frozenset({"avx2", "avx512f"}))

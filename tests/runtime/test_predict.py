@@ -432,3 +432,26 @@ def test_decode_mode_is_recorded_and_auto_follows_the_decode_check(
         assert "decode exact |" in capsys.readouterr().err
     finally:
         decode._libraries.cache_clear()
+
+
+def test_a_batch_with_no_readable_image_keeps_the_stream_in_order(
+    tiny_model: dict[str, Path], elpv_small: Path, tmp_path: Path
+) -> None:
+    """OpenVINO streams several batches ahead of their results; a batch whose every image is unreadable (nothing
+    to run) still comes out in its place: the rows are the readable images in input order, as torch writes them."""
+    data = Path(shutil.copytree(elpv_small, tmp_path / "data"))
+    good = sorted(p.name for p in (data / "test").iterdir())[:5]
+    for name in ("bad1.png", "bad2.png"):
+        (data / "test" / name).write_text("not an image")
+    ids = [good[0], good[1], "bad1.png", "bad2.png", good[2], good[3], good[4]]
+    pd.DataFrame({"image_id": ids}).to_csv(data / "test.csv", index=False)
+    labels = {}
+    for engine in ("openvino", "torch"):
+        out = tmp_path / f"{engine}.csv"
+        args = ["--engine", engine, "--model", str(tiny_model["artifacts"]), "--data", str(data), "--out", str(out)]
+        assert _predict(*args, "--batch-size", "2") == 3
+        written = pd.read_csv(out)
+        assert written["image_id"].tolist() == good
+        assert pd.read_csv(f"{out}.errors.csv")["image_id"].tolist() == ["bad1.png", "bad2.png"]
+        labels[engine] = written["label"].tolist()
+    assert labels["openvino"] == labels["torch"]
