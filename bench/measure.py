@@ -13,8 +13,10 @@ def summarize(
 ) -> dict[str, Any]:
     """Throughput and latency from the wall seconds of each run, grouped by round.
 
-    Each round's throughput is ``batch_size / median(run seconds)``; the reported throughput is the median over
-    rounds with its min and max, and ``cv`` is the rounds' coefficient of variation (std / mean, 0 for one
+    Each round's throughput is ``batch_size x runs / sum(run seconds)`` (images over the round's wall time, as
+    ``benchmark_app`` computes FPS): with several batches in flight the results come in bursts (two requests
+    finishing together give one interval near 0 and one near twice the batch time), so a median interval would
+    overstate the rate many times over. The reported throughput is the median over rounds with its min and max, and ``cv`` is the rounds' coefficient of variation (std / mean, 0 for one
     round). Latencies pool every run of every round.
 
     Args:
@@ -32,7 +34,7 @@ def summarize(
     """
     if not rounds or any(len(r) == 0 for r in rounds):
         raise ValueError("every round needs at least one timed run")
-    per_round = np.array([batch_size / float(np.median(r)) for r in rounds])
+    per_round = np.array([batch_size * len(r) / float(np.sum(r)) for r in rounds])
     pooled = np.concatenate([np.asarray(r, dtype=np.float64) for r in latency_rounds or rounds]) * 1e3
     p50, p90, p99 = np.percentile(pooled, [50, 90, 99])
     return {
