@@ -16,8 +16,9 @@ def summarize(
     Each round's throughput is ``batch_size x runs / sum(run seconds)`` (images over the round's wall time, as
     ``benchmark_app`` computes FPS): with several batches in flight the results come in bursts (two requests
     finishing together give one interval near 0 and one near twice the batch time), so a median interval would
-    overstate the rate many times over. The reported throughput is the median over rounds with its min and max, and ``cv`` is the rounds' coefficient of variation (std / mean, 0 for one
-    round). Latencies pool every run of every round.
+    overstate the rate many times over. The reported throughput is the median over rounds with its min and max,
+    and ``cv`` is the rounds' coefficient of variation (std / mean, 0 for one round). Latencies pool every run of
+    every round.
 
     Args:
         rounds: per round, the seconds of each forward pass of one batch (at least one run per round); for
