@@ -272,7 +272,11 @@ class Exporter:
                 )  # fmt: skip
             control["accuracy_control"]["images"] = source_rows
             settings["plain_result"] = {k: result[k] for k in ("top1_agreement", "candidate_f1_micro", "passed")}
-            settings.update(control)
+            settings["plain_int8_layers"] = settings["int8_layers"]
+            settings.update(control, int8_layers=control["accuracy_control"]["int8_layers"])
+            floats = control["accuracy_control"]["float_layers"]
+            print(f"accuracy control {rel}: {settings['int8_layers']} layers INT8, {len(floats)} left in float "
+                  f"({', '.join(floats) or 'none'})", file=sys.stderr)
             meta.export["quantization"] = settings
             xml = save_ir(model, xml, meta)
             with self._step(f"verify (accuracy control) {rel}"):
