@@ -119,7 +119,7 @@ class Exporter:
         self.results[key] = result
         if result["passed"]:
             return result
-        if key != rel:  # another engine reading the file: recorded (the bench marks that cell), not fatal
+        if key != rel:  # another engine reading the file: recorded, not fatal
             own = self.results.get(rel, {}).get("passed")
             how = "passed with its own engine but not" if own else "fails its gate with its own engine and"
             print(f"WARN {key}: the artifact {how} with {engine_name}", file=sys.stderr)
@@ -275,8 +275,11 @@ class Exporter:
             settings["plain_int8_layers"] = settings["int8_layers"]
             settings.update(control, int8_layers=control["accuracy_control"]["int8_layers"])
             floats = control["accuracy_control"]["float_layers"]
-            print(f"accuracy control {rel}: {settings['int8_layers']} layers INT8, {len(floats)} left in float "
-                  f"({', '.join(floats) or 'none'})", file=sys.stderr)
+            print(
+                f"accuracy control {rel}: {settings['int8_layers']} layers INT8, {len(floats)} left in float "
+                f"({', '.join(floats) or 'none'})",
+                file=sys.stderr,
+            )
             meta.export["quantization"] = settings
             xml = save_ir(model, xml, meta)
             with self._step(f"verify (accuracy control) {rel}"):

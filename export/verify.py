@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             if key == rel:
                 failed.append(key)
             else:
-                print(f"WARN {key}: fails with {engine_name} (recorded; the bench marks that cell)", file=sys.stderr)
+                print(f"WARN {key}: fails with {engine_name} (recorded)", file=sys.stderr)
     if not results:
         raise UserError(f"{model_dir}: no exported artifact to verify; run `make export MODEL={args.model}`")
     update_record(model_dir, {**results, DECODE_RECORD_KEY: decode_result}, replace=True)
