@@ -196,7 +196,7 @@ def restore_accuracy(
     nncf = require_nncf()
     images = np.stack([preprocess_image(p, meta) for p in validation])  # decoded once: NNCF validates many times
     fp32 = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    reference = np.concatenate([_logits(fp32, images[i : i + 32]) for i in range(0, len(images), 32)]).argmax(1)
+    reference = _top1(fp32, images)
     del fp32
     # NNCF hands validate() the raw items (index, FP32 top-1) of the images it ranks, the model transformed ones
     valid = nncf.Dataset(list(enumerate(int(t) for t in reference)), lambda item: images[item[0]][None])
@@ -205,10 +205,7 @@ def restore_accuracy(
         pairs = list(items)
         index = np.array([i for i, _ in pairs], dtype=np.int64)
         top1 = np.array([label for _, label in pairs], dtype=np.int64)
-        hits: list[float] = []
-        for start in range(0, len(index), 32):
-            logits = _logits(compiled, images[index[start : start + 32]])
-            hits += [float(h) for h in logits.argmax(1) == top1[start : start + 32]]
+        hits = [float(h) for h in _top1(compiled, images[index]) == top1]
         return float(np.mean(hits)) if hits else 0.0, hits
 
     args = nncf_arguments(nncf, settings)
@@ -232,8 +229,11 @@ def restore_accuracy(
     }
 
 
-def _logits(compiled: ov.CompiledModel, batch: np.ndarray) -> np.ndarray:
-    return compiled(batch)[compiled.output("logits")]
+def _top1(compiled: ov.CompiledModel, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Top-1 class index (int64, shape (N,)) of ``images`` (float32, (N, C, H, W)), ``batch`` images at a time."""
+    port = compiled.output("logits")
+    chunks = [compiled(images[i : i + batch])[port].argmax(1) for i in range(0, len(images), batch)]
+    return np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
 
 
 def _nncf_errors(nncf: Any) -> tuple[type[BaseException], ...]:
