@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -178,6 +179,8 @@ def discover_inputs(
     base = require_dir(data) if data is not None else Path(".")
     csv_path = base / (csv or "test.csv")
     ids = read_csv(csv_path, allow_empty_ids=True)[ID_COLUMN].tolist()
+    for note in csv_notes(csv_path, ids):
+        print(f"note: {note}", file=sys.stderr)
     if images is not None:
         folder = Path(images)
     elif data is not None:
@@ -185,6 +188,24 @@ def discover_inputs(
     else:
         raise UserError("--csv without --data needs --images (the folder the ids are in)")
     return ids, require_dir(folder, "image folder")
+
+
+def csv_notes(path: str | os.PathLike, ids: list[str]) -> list[str]:
+    """One-line notes on what prediction does with the odd rows of the CSV at ``path`` whose ids are ``ids``:
+    blank lines (skipped: they are no rows) and repeated image ids (predicted once per row, so the output keeps
+    the input's rows)."""
+    notes = []
+    lines = Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines()[1:]
+    if blank := sum(1 for line in lines if not line.strip()):
+        notes.append(f"{path}: {blank} blank line(s) skipped")
+    series = pd.Series(ids, dtype=str)
+    repeated = series[series.duplicated() & (series != "")]
+    if len(repeated):
+        notes.append(
+            f"{path}: {len(repeated)} repeated image_id row(s) (first {repeated.iloc[0]!r}), "
+            "each predicted once per row"
+        )
+    return notes
 
 
 def labelled_images(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -36,10 +37,16 @@ def one_line(exc: BaseException) -> str:
     return rest if sep and head.replace(".", "").replace("_", "").isalnum() else last
 
 
+#: a line that only says where in a library's C++ sources an error was raised (OpenVINO's messages start so)
+_SOURCE_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
 def short_reason(exc: BaseException, limit: int = 140) -> str:
     """A library exception's message shortened to its first sentence (no cut mid-word), for ``(reason)`` parts
     of one-line errors. Falls back to the exception's type name."""
-    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # OpenVINO prefixes its reason with source locations ("Exception from src/...:84:", "Check '...' failed at")
+    text = next((ln for ln in lines if not _SOURCE_LOCATION.match(ln)), lines[0] if lines else "")
     if not text:
         return type(exc).__name__
     if len(text) > limit:

@@ -81,7 +81,7 @@ def build_parser() -> ArgumentParser:
         "--decode",
         choices=DECODE_CHOICES,
         default="auto",
-        help="exact (Pillow, timm's transform), fast (simplejpeg DCT scaling + OpenCV resize) or auto: "
+        help="exact (Pillow, timm's transform), fast (simplejpeg DCT-scaled JPEG, OpenCV PNG, Pillow resize) or auto: "
         "fast where export.verify's decode check passed for the artifact (default: auto)",
     )
     p.add_argument(

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from runtime.dataset import class_map, encode_labels, image_dir_for, image_paths, read_class_map, read_csv
+from runtime.dataset import (
+    class_map,
+    discover_inputs,
+    encode_labels,
+    image_dir_for,
+    image_paths,
+    read_class_map,
+    read_csv,
+)
 from runtime.errors import UserError
 
 
@@ -82,3 +90,19 @@ def test_labelled_images_from_the_csv_or_a_labels_file(tmp_path: Path) -> None:
     (tmp_path / "test_labels.csv").write_text("image_id,label\nd.png,dog\n")
     with pytest.raises(UserError, match=r"no label for image 'c\.png' of test\.csv"):
         labelled_images(tmp_path, "test.csv", labels_csv="test_labels.csv")
+
+
+def test_prediction_notes_blank_lines_and_repeated_ids(tmp_path: Path, capsys) -> None:
+    (tmp_path / "images").mkdir()
+    csv = tmp_path / "test.csv"
+    csv.write_text("image_id\na.png\n\nb.png\na.png\n   \n", encoding="utf-8")
+    ids, _ = discover_inputs(None, csv, tmp_path / "images")
+    assert ids == ["a.png", "b.png", "a.png"]
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"note: {csv}: 2 blank line(s) skipped",
+        f"note: {csv}: 1 repeated image_id row(s) (first 'a.png'), each predicted once per row",
+    ]
+    csv.write_text("image_id\na.png\nb.png\n", encoding="utf-8")
+    discover_inputs(None, csv, tmp_path / "images")
+    assert capsys.readouterr().err == ""
