@@ -62,6 +62,7 @@ class ExportConfig:
     trt_batch: list[int] = dataclasses.field(default_factory=lambda: [1, 32, 64])
     trt_workspace_mib: int = 4096
     trt_timing_cache: str | None = "artifacts/trt_timing.cache"
+    accuracy_control: bool = True
     accuracy_control_images: int = 512
     accuracy_control_agreement: float = 1.0
     min_agreement: float = 0.999

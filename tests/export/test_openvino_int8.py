@@ -129,3 +129,14 @@ def test_an_ir_that_misses_its_gate_after_accuracy_control_is_not_installed(
     err = capsys.readouterr().err  # the PASS/FAIL lines are the undoctored check's; the verdict is the doctored one
     assert "trying NNCF accuracy control" in err
     assert f"error: {REL}: " in err and "not met, not installed" in err
+
+
+def test_accuracy_control_off_fails_a_missed_gate_at_once(
+    tiny_model: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    verdicts = _doctored_gate(monkeypatch, failures=1)
+    assert _export(tiny_model, tmp_path / "artifacts", "--set", "accuracy_control=false") != 0
+    assert verdicts == [False]  # one verification: no accuracy-controlled IR was built
+    assert not (tmp_path / "artifacts" / "tiny" / REL).exists()
+    err = capsys.readouterr().err
+    assert "accuracy control" not in err and "not met, not installed" in err
