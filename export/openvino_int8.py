@@ -52,6 +52,8 @@ def require_nncf() -> Any:
     """
     try:
         logging.getLogger("nncf").setLevel(logging.WARNING)  # NNCF logs every step at INFO
+        # NNCF imports torch's cpp_extension, which warns "No CUDA runtime is found" on every CPU machine
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         import nncf
     except ImportError:
         raise UserError("target openvino-int8 needs NNCF: pip install '.[train]' (or pip install nncf)") from None
