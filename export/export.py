@@ -276,8 +276,8 @@ class Exporter:
             settings.update(control, int8_layers=control["accuracy_control"]["int8_layers"])
             floats = control["accuracy_control"]["float_layers"]
             print(
-                f"accuracy control {rel}: {settings['int8_layers']} layers INT8, {len(floats)} left in float "
-                f"({', '.join(floats) or 'none'})",
+                f"accuracy control {rel}: {settings['int8_layers']} layers INT8; {len(floats)} of the plain IR's "
+                f"{settings['plain_int8_layers']} INT8 layers reverted to float ({', '.join(floats) or 'none'})",
                 file=sys.stderr,
             )
             meta.export["quantization"] = settings

@@ -46,7 +46,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
     """``--set key=value [key=value ...]`` (repeatable) on ``parser``; read the result with :func:`parse_overrides`."""
-    parser.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument(
+        "--set", action="extend", nargs="+", metavar="KEY=VALUE",
+        help="override keys of the config file (its YAML lists each with a comment), e.g. --set batch_size=16",
+    )  # fmt: skip
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -120,6 +123,8 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str) -> T:
 
 
 def _type_name(hint: Any) -> str:
+    if hint is bool:
+        return "true or false"
     return str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
 
 

@@ -76,7 +76,8 @@ def positive_int(text: str) -> int:
 
 def description(doc: str | None) -> str:
     """The first paragraph of a module docstring, for ``--help``."""
-    return " ".join((doc or "").strip().split("\n\n")[0].split())
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return re.sub(r":(?:mod|func|class|meth|data):`~?([^`]+)`", r"\1", text).replace("``", "")  # no Sphinx roles
 
 
 def run_module_main(module: str, extra: str) -> NoReturn:

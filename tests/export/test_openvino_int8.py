@@ -112,7 +112,8 @@ def test_a_missed_gate_tries_accuracy_control_before_failing(
     assert isinstance(control["float_layers"], list) and " of " in control["int8_layers"]
     assert quantization["int8_layers"] == control["int8_layers"]  # the installed IR's count, not the plain one's
     assert " of " in quantization["plain_int8_layers"]
-    assert f"accuracy control {REL}: {control['int8_layers']} layers INT8, " in err
+    reverted = len(control["float_layers"])
+    assert f"accuracy control {REL}: {control['int8_layers']} layers INT8; {reverted} of the plain IR's " in err
     # 12 validation images (all the gate's) and 36 training images (all calibration): fewer than 64 left in
     # either, so the calibration images, never the gate's
     assert control["images"].startswith("train_.csv rows 0-") and "(the calibration images)" in control["images"]

@@ -21,6 +21,7 @@ class _Cfg:
     scale: float = 1.0
     items: list[int] = dataclasses.field(default_factory=list)
     opt: str | None = None
+    flag: bool = False
 
 
 def test_config_unknown_key_is_named(tmp_path: Path) -> None:
@@ -41,6 +42,8 @@ def test_config_types_checked_and_overrides_applied(tmp_path: Path) -> None:
         load_config(_Cfg, None, {})
     with pytest.raises(UserError, match="key=value"):
         parse_overrides(["novalue"])
+    with pytest.raises(UserError, match="'flag' has value 'maybe', expected true or false"):
+        load_config(_Cfg, path, parse_overrides(["flag=maybe"]))
 
 
 def test_config_bad_yaml(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """short_reason: the one-line reason of a library exception."""
 
-from runtime.errors import short_reason
+from runtime.errors import description, short_reason
 
 
 def test_openvino_source_locations_are_skipped_for_the_reason() -> None:
@@ -18,3 +18,8 @@ def test_plain_messages_keep_their_first_line_and_empty_ones_their_type() -> Non
     assert short_reason(KeyError()) == "KeyError"
     only_location = RuntimeError("Exception from src/x.cpp:1:")
     assert short_reason(only_location) == "Exception from src/x.cpp:1:"
+
+
+def test_help_descriptions_drop_sphinx_roles() -> None:
+    doc = "``python -m export``: export a model\n(see :mod:`export.export`, :func:`~runtime.x.y`).\n\nDetails."
+    assert description(doc) == "python -m export: export a model (see export.export, runtime.x.y)."
