@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     targets = [t for t in args.targets.split(",") if t]
     if bad := [t for t in targets if t not in CPU_TARGETS]:
         raise UserError(f"--targets: {', '.join(bad)} not among the CPU targets {', '.join(CPU_TARGETS)}")
+    models = [m for m in args.models.split(",") if m]
+    from train.config import model_config_path
+
+    for model in models:  # a typo fails here, before any step runs or an earlier chain.md is replaced
+        model_config_path(model)
     data = _dataset(args.data, out)
     chain = Chain(
         data, out, targets, args.verify_images, args.calibration_images,
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     train_csv, valid_csv = tiny_subset(data, out, chain.train_per_class, chain.valid_per_class)
     rows: list[Row] = []
-    for model in [m for m in args.models.split(",") if m]:
+    for model in models:
         rows.extend(run_model(chain, model, train_csv, valid_csv))
         write_text(out / "chain.json", json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n")
     load = os.getloadavg()

@@ -44,3 +44,16 @@ def test_run_child_reports_the_childs_peak_memory(tmp_path: Path) -> None:
     code = "b = bytearray(300 * 2**20); b[::4096] = b'1' * len(b[::4096])"
     rc, wall, peak = run_child([sys.executable, "-c", code], tmp_path / "log.txt")
     assert rc == 0 and wall > 0 and 300 <= peak < 1000
+
+
+def test_an_unknown_model_is_refused_before_any_step(tmp_path: Path, capsys) -> None:
+    from bench.chain import main
+    from runtime.errors import run_cli
+
+    out = tmp_path / "chain"
+    out.mkdir()
+    (out / "chain.md").write_text("earlier results\n")
+    assert run_cli(main, ["--models", "resnet18_cpu,nosuch", "--out", str(out)]) != 0
+    assert "unknown MODEL 'nosuch'" in capsys.readouterr().err
+    assert (out / "chain.md").read_text() == "earlier results\n"  # not replaced
+    assert sorted(p.name for p in out.iterdir()) == ["chain.md"]  # no dataset generated, nothing trained
