@@ -103,7 +103,7 @@ class BenchConfig:
     batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [32])
     latency_batch: int = 1  # latency is also measured at this batch size (0: off)
     threads: int | None = None
-    workers: int = 2
+    workers: int | None = None  # decoder threads end to end (None: measured per cell, as runtime.predict does)
     min_seconds: float = 3.0  # engine-only timing per cell and batch size, split over the rounds
     rounds: int = 3  # interleaved repeats: every cell is timed once per round
     warmup: int = 3  # untimed runs before timing
@@ -122,6 +122,8 @@ class BenchConfig:
         """Raises UserError naming a bad key."""
         if self.device != "cpu" and not (self.device == "cuda" or self.device.startswith("cuda:")):
             raise UserError(f"{source}: key 'device' must be cpu or cuda[:N], got {self.device!r}")
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"{source}: key 'workers' must be >= 1 or null (measured), got {self.workers}")
         if self.decode not in DECODE_CHOICES:
             raise UserError(f"{source}: key 'decode' must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
         for text in self.engines:

@@ -32,7 +32,7 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
     head = (
         "| backbone | cell | batch | micro-F1 | macro-F1 | agree | delta-F1 | img/s engine (min-max) | x torch | "
         "img/s e2e | e2e/engine | img/s decode (mode) | pipeline eff. | p50/p99 ms | p50/p99 ms b1 | RSS (GPU) MiB | "
-        "GFLOP/s (% peak) | benchmark_app img/s (engine/it) | threads | status |"
+        "GFLOP/s (% peak) | benchmark_app img/s (engine/it) | threads (engine/decode) | status |"
     )
     lines = [head, "|" + "---|" * 20]
     for r in rows:
@@ -60,7 +60,7 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
             f"{_num(r, 'img_per_s_decode', '.1f')}{f' ({r.decode})' if r.decode else ''} | "
             f"{_num(r, 'pipeline_efficiency', '.2f')} | {_num(r, 'p50_ms', '.1f')}/"
             f"{_num(r, 'p99_ms', '.1f')} | {_num(r, 'lat1_p50_ms', '.2f')}/{_num(r, 'lat1_p99_ms', '.2f')} | "
-            f"{memory} | {flops} | {app} | {_num(r, 'threads', '')} | {status} |"
+            f"{memory} | {flops} | {app} | {_num(r, 'threads', '')}/{_num(r, 'decode_workers', '')} | {status} |"
         )
     return "\n".join(lines) + "\n"
 

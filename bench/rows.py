@@ -75,6 +75,7 @@ class BenchRow:
     provider: str | None = None
     device: str | None = None
     threads: int | None = None
+    decode_workers: int | None = None
     images: int | None = None
     runs: int | None = None
     notes: str = ""

@@ -66,6 +66,7 @@ def _start(cell: Cell, paths: list[Path], targets: list[str], cfg: BenchConfig) 
         if cfg.benchmark_app and cell.spec.engine == "openvino" and cell.spec.tta == "none" and len(cell.members) == 1:
             cell.benchmark_app = (info["artifacts"][0], tuple(info["input_size"]))
         cell.probs, _ = cell.process.call("predict", paths, cell.batch_size, cfg.workers)
+        row.decode_workers = cell.process.call("decode_workers", paths, cell.batch_size, cfg.workers)
         index = {n: i for i, n in enumerate(names)}
         row.truth, row.pred, row.class_names = np.array([index[t] for t in targets]), cell.probs.argmax(1), names
         row.f1_micro, row.f1_macro = f1_micro_macro(row.truth, row.pred, len(names))

@@ -21,7 +21,7 @@ import numpy as np
 from bench.environment import nvidia_smi
 from runtime.errors import UserError, one_line
 from runtime.members import Member
-from runtime.pipeline import stream_batches
+from runtime.pipeline import DecodePlan, stream_batches
 from runtime.predictor import Predictor
 from runtime.procmem import peak_rss_mib
 
@@ -49,20 +49,32 @@ class CellRunner:
     ) -> None:
         self.predictor = Predictor(members, tta, device, threads, decode=decode)
         self._batches: dict[int, list[np.ndarray]] = {}
+        self._plans: dict[int, DecodePlan] = {}
 
     @property
     def class_names(self) -> list[str]:
         """Class names in probability-column order."""
         return self.predictor.class_names
 
-    def predict(self, paths: Sequence[Path], batch_size: int, workers: int) -> tuple[np.ndarray, float]:
-        """End to end (files -> probabilities): float32 (N, K) weighted-mean probabilities and the wall seconds.
+    def plan(self, paths: Sequence[Path], batch_size: int, workers: int | None) -> DecodePlan:
+        """The decode plan of the cell at ``batch_size`` (:meth:`Predictor.plan_decode`, as ``runtime.predict``
+        makes it; ``workers`` ``None``: measured once per batch size, then reused by every round)."""
+        if workers is not None:
+            return self.predictor.plan_decode(paths, batch_size, workers)
+        if batch_size not in self._plans:
+            self._plans[batch_size] = self.predictor.plan_decode(list(paths), batch_size)
+        return self._plans[batch_size]
+
+    def predict(self, paths: Sequence[Path], batch_size: int, workers: int | None) -> tuple[np.ndarray, float]:
+        """End to end (files -> probabilities): float32 (N, K) weighted-mean probabilities and the wall seconds,
+        with the decoder threads of :meth:`plan` (planning is not timed: it is done before the first call's clock).
 
         Raises:
             UserError: an image cannot be read.
         """
+        plan = self.plan(paths, batch_size, workers)
         start = time.perf_counter()
-        chunks = [probs for _, probs in self.predictor.stream(list(paths), batch_size, workers)]
+        chunks = [probs for _, probs in self.predictor.stream(list(paths), batch_size, plan)]
         seconds = time.perf_counter() - start
         return np.concatenate(chunks).astype(np.float32), seconds
 
@@ -170,8 +182,8 @@ def serve(conn: Any, members: list[Member], tta: str, device: str, threads: int 
     """Child process: open the cell's engines, then answer ``(command, args)`` messages until ``close``.
 
     Replies are ``("ok", value)`` or ``("error", one-line reason)``. Commands: ``predict``, ``prepare``,
-    ``time``, ``decode`` (decode only), ``close`` (replies with the peak resident memory in MiB and
-    :func:`torch_cuda_peak_mib`).
+    ``time``, ``decode`` (decode only), ``decode_workers`` (the threads of :meth:`CellRunner.plan`), ``close``
+    (replies with the peak resident memory in MiB and :func:`torch_cuda_peak_mib`).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this process
     try:
@@ -196,6 +208,7 @@ def serve(conn: Any, members: list[Member], tta: str, device: str, threads: int 
                 "prepare": runner.prepare,
                 "time": runner.timed_runs,
                 "decode": runner.decode_only,
+                "decode_workers": lambda *a: runner.plan(*a).workers,
             }[command](*args)
             conn.send(("ok", value))
         except Exception as exc:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--workers", type=positive_int, default=2)
+    p.add_argument("--workers", type=positive_int, default=None, help="image-decoding threads (default: measured)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor([Member(args.model, args.engine, args.precision)], device=args.device, threads=args.threads)
     bar = tqdm(total=len(ids), unit="img", desc="features", disable=None if not args.no_progress else True)
     with predictor, bar:
-        for batch, feats in predictor.stream(items, args.batch_size, args.workers, skip_errors=True, features=True):
+        plan = predictor.plan_decode(items, args.batch_size, args.workers)
+        for batch, feats in predictor.stream(items, args.batch_size, plan, skip_errors=True, features=True):
             if feats is not None:
                 chunks.append(feats)
                 rows.extend(batch.ok)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -41,6 +42,60 @@ class Batch:
     ok: list[int]
     array: np.ndarray | None
     errors: list[tuple[int, str]]
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask; else ``os.cpu_count()``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodePlan:
+    """How many decoder threads a run uses and how many batches they decode ahead.
+
+    Attributes:
+        workers: decoder threads (>= 1).
+        prefetch: batches decoded ahead of the one the engine runs (>= 1).
+        decode_ms: measured decode + preprocess time of one image on one thread, ms (``None``: not measured).
+        engine_ms: measured engine time per image at the run's batch size with the engine's own threads, ms.
+        how: ``"measured"`` (:func:`plan_workers` of the two times) or ``"--workers"`` (set by the user).
+    """
+
+    workers: int
+    prefetch: int
+    decode_ms: float | None = None
+    engine_ms: float | None = None
+    how: str = "--workers"
+
+    def describe(self) -> str:
+        """One line for logs and summaries, e.g. ``2 decoder threads, 3 batches ahead (measured: decode 1.10 ms/img
+        on one thread, engine 1.38 ms/img)``."""
+        text = f"{self.workers} decoder thread{'s' if self.workers > 1 else ''}, {self.prefetch} batches ahead"
+        if self.how == "measured" and self.decode_ms is not None and self.engine_ms is not None:
+            measured = f"decode {self.decode_ms:.2f} ms/img on one thread, engine {self.engine_ms:.2f} ms/img"
+            return f"{text} (measured: {measured})"
+        return f"{text} ({self.how})"
+
+
+def plan_workers(decode_s: float, engine_s: float, cpus: int) -> int:
+    """Decoder threads that keep up with the engine when both share ``cpus`` cores.
+
+    With ``decode_s`` core-seconds of decoding per image (one thread) and ``engine_s`` seconds per image for an
+    engine that uses every core, the best a shared machine can do is ``1 / (engine_s + decode_s / cpus)`` images
+    per second (the bench's pipeline-efficiency denominator); ``w`` threads decode ``w / decode_s`` images per
+    second, so ``w = ceil(decode_s / (engine_s + decode_s / cpus))`` is the fewest that do not starve the engine
+    (never more than ``cpus``: more threads than cores only contend with the engine's own).
+
+    Raises:
+        ValueError: a negative time or ``cpus < 1``.
+    """
+    if decode_s < 0 or engine_s < 0 or cpus < 1:
+        raise ValueError("times must be >= 0 and cpus >= 1")
+    if decode_s == 0:
+        return 1
+    return max(1, min(cpus, math.ceil(decode_s / (engine_s + decode_s / cpus) - 1e-9)))
 
 
 def _load(item: Item, meta: ModelMeta, loader: Callable[..., np.ndarray]) -> np.ndarray:

@@ -38,7 +38,7 @@ from runtime.engines import ENGINE_NAMES
 from runtime.errors import EXIT_SKIPPED, ArgumentParser, UserError, description, positive_int, run_cli
 from runtime.members import Member, select_members
 from runtime.outputs import FORMATS, PartialOutput, errors_path, finalize, partial_path, read_partial, write_gallery
-from runtime.pipeline import Batch
+from runtime.pipeline import Batch, DecodePlan
 from runtime.predictor import Predictor
 from runtime.tta import check_mode
 
@@ -76,7 +76,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] (onnx, torch, trt) (default: cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="intra-op CPU threads (default: library default)")
-    p.add_argument("--workers", type=positive_int, default=2, help="image-decoding threads (default: 2)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="image-decoding threads (default: measured at start so decoding keeps up with the engine)",
+    )
     p.add_argument(
         "--decode",
         choices=DECODE_CHOICES,
@@ -173,11 +178,12 @@ def _signature(predictor: Predictor, members: list[Member], ids: list[str], tta:
 
 @dataclasses.dataclass(frozen=True)
 class RowOptions:
-    """How :func:`write_rows` streams: images per forward pass, decoding threads, skip unreadable inputs (else
-    stop), continue a partial file, extra columns (``topk`` labels, one probability per class), progress bar."""
+    """How :func:`write_rows` streams: images per forward pass, decoding threads (``None``: measured,
+    :meth:`Predictor.plan_decode`), skip unreadable inputs (else stop), continue a partial file, extra columns
+    (``topk`` labels, one probability per class), progress bar."""
 
     batch_size: int = 32
-    workers: int = 2
+    workers: int | None = None
     skip_errors: bool = True
     resume: bool = False
     topk: int | None = None
@@ -186,9 +192,10 @@ class RowOptions:
 
 
 def write_rows(predictor: Predictor, items: list, ids: list[str], out: Path, opts: RowOptions,
-               signature: dict[str, Any], rows: range) -> tuple[float, int]:  # fmt: skip
+               signature: dict[str, Any], rows: range) -> tuple[float, int, DecodePlan]:  # fmt: skip
     """Stream the predictions of ``items[rows]`` into the partial file of ``out`` (continuing it with
-    ``opts.resume``); returns (seconds, first row predicted). A clean failure (an unreadable input without
+    ``opts.resume``); returns (seconds, first row predicted, the decode plan used; seconds include planning).
+    A clean failure (an unreadable input without
     ``skip_errors``) leaves no partial file behind.
 
     Raises:
@@ -208,9 +215,11 @@ def write_rows(predictor: Predictor, items: list, ids: list[str], out: Path, opt
     t0 = time.perf_counter()
     bar = tqdm(total=len(rows), initial=begin - rows.start, desc="predict", unit="img",
                disable=None if opts.progress else True)  # fmt: skip
+    todo = items[begin : rows.stop]
+    plan = predictor.plan_decode(todo, opts.batch_size, opts.workers)
     try:
-        for batch, probs in predictor.stream(items[begin : rows.stop], opts.batch_size, opts.workers,
-                                             skip_errors=opts.skip_errors, offset=begin):  # fmt: skip
+        for batch, probs in predictor.stream(todo, opts.batch_size, plan, skip_errors=opts.skip_errors,
+                                             offset=begin):  # fmt: skip
             partial.append(batch_rows(ids, batch, probs, predictor.class_names, columns, opts.topk))
             bar.update(batch.count)
     except UserError:
@@ -220,7 +229,7 @@ def write_rows(predictor: Predictor, items: list, ids: list[str], out: Path, opt
     finally:
         bar.close()
         partial.close()
-    return time.perf_counter() - t0, begin
+    return time.perf_counter() - t0, begin, plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         signature = _signature(predictor, members, ids, tta, options, (start, end))
         opts = RowOptions(args.batch_size, args.workers, args.on_error == "skip", args.resume, args.topk, args.probs,
                           not args.no_progress)  # fmt: skip
-        seconds, begin = write_rows(predictor, items, ids, out, opts, signature, range(start, end))
+        seconds, begin, plan = write_rows(predictor, items, ids, out, opts, signature, range(start, end))
         info = predictor.describe()
     if args.visualize:
         chunks = [c.loc[c["error"] == "", ["image_id", "label", "confidence"]] for c in read_partial(partial_path(out))]
@@ -259,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     tta_note = f", TTA {args.tta}" if args.tta != "none" else ""
     print(
         f"{out}: {n_ok} rows{skipped} | engine {engine} ({info['provider']}, {info['device']}{tta_note}) | "
-        f"decode {info['decode']} | {rate:.1f} img/s end-to-end",
+        f"decode {info['decode']}, {plan.describe()} | {rate:.1f} img/s end-to-end",
         file=sys.stderr,
     )
     return EXIT_SKIPPED if n_err else 0

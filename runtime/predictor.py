@@ -6,6 +6,7 @@ engine option, a TTA mode or an ensemble weight means the same thing everywhere.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from runtime.engines.base import Engine
 from runtime.errors import UserError
 from runtime.members import Member
 from runtime.metadata import ModelMeta
-from runtime.pipeline import Batch, Item, softmax, stream_batches
+from runtime.pipeline import Batch, DecodePlan, Item, plan_workers, softmax, stream_batches, usable_cpus
 from runtime.tta import check_mode, five_crop_views, tta_probs
 
 
@@ -147,11 +148,46 @@ class Predictor:
             raise UserError("features come from one model without TTA")
         return self.members[0][0].run_features(array)
 
+    def plan_decode(self, items: Sequence[Item], batch_size: int, workers: int | None = None) -> DecodePlan:
+        """The :class:`runtime.pipeline.DecodePlan` of a run over ``items``: ``workers`` threads when given (the
+        ``--workers`` override), else measured here: up to 8 of the first readable ``items`` decoded one by one
+        on this thread (every eval transform of the run), then :meth:`forward` on a batch of them (repeated to
+        ``min(batch_size, len(items))`` images) twice, the second timed; :func:`runtime.pipeline.plan_workers`
+        turns the two times into threads. Batches ahead: one more than the engine keeps in flight
+        (:attr:`Engine.in_flight`), so an engine with several requests never waits on the decoder for its next
+        one. Costs two engine batches; an unreadable sample image is passed over (the run reports it).
+        """
+        ahead = max(e.in_flight for e in self.engines) + 1
+        if workers is not None:
+            return DecodePlan(workers, ahead)
+        cpus, decoded, seconds = usable_cpus(), [], 0.0
+        for item in items[: 4 * batch_size]:
+            if len(decoded) == 8:
+                break
+            if isinstance(item, UserError):
+                continue
+            start = time.perf_counter()
+            try:
+                decoded.append([self.loader(item, meta) for meta, _ in self.groups])
+            except UserError:
+                continue
+            seconds += time.perf_counter() - start
+        if not decoded:
+            return DecodePlan(min(2, cpus), ahead, how="no readable sample image")
+        n = max(1, min(batch_size, len(items)))
+        arrays = [np.stack([decoded[i % len(decoded)][g] for i in range(n)]) for g in range(len(self.groups))]
+        self.forward(arrays)  # warm-up: first-run allocations and kernel selection
+        start = time.perf_counter()
+        self.forward(arrays)
+        engine_s = (time.perf_counter() - start) / n
+        decode_s = seconds / len(decoded)
+        return DecodePlan(plan_workers(decode_s, engine_s, cpus), ahead, decode_s * 1e3, engine_s * 1e3, "measured")
+
     def stream(
         self,
         items: Sequence[Item],
         batch_size: int,
-        workers: int = 2,
+        workers: int | DecodePlan = 2,
         skip_errors: bool = False,
         offset: int = 0,
         features: bool = False,
@@ -160,11 +196,15 @@ class Predictor:
         :class:`Batch` with its float32 (len(ok), K) probabilities (float32 (len(ok), D) features with
         ``features``), or ``None`` when no image of the batch could be read.
 
+        Args:
+            workers: decoder threads (2 batches ahead), or a :meth:`plan_decode` plan (its threads and depth).
+
         Raises:
             UserError: an unreadable item when ``skip_errors`` is false; see :meth:`features`.
         """
-        streams = [stream_batches(items, meta, batch_size, workers, skip_errors=skip_errors, offset=offset,
-                                  loader=self.loader) for meta, _ in self.groups]  # fmt: skip
+        plan = workers if isinstance(workers, DecodePlan) else DecodePlan(workers, 2)
+        streams = [stream_batches(items, meta, batch_size, plan.workers, plan.prefetch, skip_errors=skip_errors,
+                                  offset=offset, loader=self.loader) for meta, _ in self.groups]  # fmt: skip
         decoded = (_common(batches) for batches in zip(*streams, strict=True))
         if features:
             for batch, _ in decoded:

@@ -64,6 +64,11 @@ class Engine(abc.ABC):
             float32 logits (N, num_classes).
         """
 
+    @property
+    def in_flight(self) -> int:
+        """Batches :meth:`run_stream` keeps in flight at once (1 here; OpenVINO: one per infer request)."""
+        return 1
+
     def run_features(self, batch: np.ndarray) -> np.ndarray:
         """Pooled pre-logit features of a batch (timm ``forward_head(x, pre_logits=True)``).
 

@@ -78,6 +78,11 @@ class OpenVINOEngine(Engine):
             raise UserError(f"{self.artifact}: no 'features' output; re-export with `make export`")
         return self._infer(batch, "features")
 
+    @property
+    def in_flight(self) -> int:
+        """One batch per infer request (see :meth:`run_stream`)."""
+        return len(self.infer_requests)
+
     def run_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """See :meth:`Engine.run_stream`: each batch whole on its own infer request, up to one batch per request
         in flight; inputs are copied into the request (a caller may reuse its array)."""

@@ -267,9 +267,11 @@ def test_report_folder_is_complete_and_self_contained(tmp_path: Path) -> None:
 def test_markdown_table_shows_reasons() -> None:
     rows = [BenchRow("m", "onnx:int8", batch_size=4, status="skipped: model.int8.onnx not found")]
     assert markdown_table(rows).splitlines()[-1] == (
-        "| m | onnx:int8 | 4 | - | - | - | - | - | - | - | - | - | - | -/- | -/- | - | - | - | - | "
+        "| m | onnx:int8 | 4 | - | - | - | - | - | - | - | - | - | - | -/- | -/- | - | - | - | -/- | "
         "skipped: model.int8.onnx not found |"
     )
+    ran = BenchRow("m", "onnx:fp32", batch_size=4, status="ok", threads=2, decode_workers=1)
+    assert markdown_table([ran]).splitlines()[-1].endswith("| 2/1 | ok |")
     ok = BenchRow("m", "onnx:fp32", batch_size=4, agreement=0.5, delta_f1=0.0312)
     assert "| 50.00% | +0.0312 |" in markdown_table([ok])
     fast = BenchRow("m", "onnx:fp32", batch_size=4, img_per_s=90.0, decode="fast", img_per_s_decode=300.0,

@@ -419,7 +419,7 @@ def test_decode_mode_is_recorded_and_auto_follows_the_decode_check(
         capsys.readouterr()
         assert _predict(*base, "--out", str(out), "--decode", mode) == 0
         used = "fast" if mode == "auto" else mode  # auto: fast, as the export's decode check passed
-        assert f"decode {used} |" in capsys.readouterr().err
+        assert f"decode {used}, " in capsys.readouterr().err
         assert json.loads(Path(f"{out}.shard.json").read_text())["run"]["decode"] == used
         labels[mode] = pd.read_csv(out)["label"].tolist()
     assert labels["exact"] == labels["fast"] == labels["auto"]
@@ -429,7 +429,7 @@ def test_decode_mode_is_recorded_and_auto_follows_the_decode_check(
         proc_code = _predict(*base, "--out", str(tmp_path / "x.csv"), "--decode", "fast")
         assert proc_code == 2 and "opencv-python-headless" in capsys.readouterr().err
         assert _predict(*base, "--out", str(tmp_path / "auto.csv"), "--decode", "auto") == 0  # falls back to exact
-        assert "decode exact |" in capsys.readouterr().err
+        assert "decode exact, " in capsys.readouterr().err
     finally:
         decode._libraries.cache_clear()
 
