@@ -151,16 +151,17 @@ class Predictor:
     def plan_decode(self, items: Sequence[Item], batch_size: int, workers: int | None = None) -> DecodePlan:
         """The :class:`runtime.pipeline.DecodePlan` of a run over ``items``: ``workers`` threads when given (the
         ``--workers`` override), else measured here: up to 8 of the first readable ``items`` decoded one by one
-        on this thread (every eval transform of the run), then :meth:`forward` on a batch of them (repeated to
-        ``min(batch_size, len(items))`` images) twice, the second timed; :func:`runtime.pipeline.plan_workers`
-        turns the two times into threads. Batches ahead: one more than the engine keeps in flight
+        on this thread (every eval transform of the run; the median image, so a first call's imports do not count),
+        then :meth:`forward` on a batch of them (repeated to ``min(batch_size, len(items))`` images) once untimed
+        and twice timed (the faster counts); :func:`runtime.pipeline.plan_workers` turns the two times into
+        threads. Batches ahead: one more than the engine keeps in flight
         (:attr:`Engine.in_flight`), so an engine with several requests never waits on the decoder for its next
-        one. Costs two engine batches; an unreadable sample image is passed over (the run reports it).
+        one. Costs three engine batches; an unreadable sample image is passed over (the run reports it).
         """
         ahead = max(e.in_flight for e in self.engines) + 1
         if workers is not None:
             return DecodePlan(workers, ahead)
-        cpus, decoded, seconds = usable_cpus(), [], 0.0
+        cpus, decoded, seconds = usable_cpus(), [], []
         for item in items[: 4 * batch_size]:
             if len(decoded) == 8:
                 break
@@ -171,16 +172,18 @@ class Predictor:
                 decoded.append([self.loader(item, meta) for meta, _ in self.groups])
             except UserError:
                 continue
-            seconds += time.perf_counter() - start
+            seconds.append(time.perf_counter() - start)
         if not decoded:
             return DecodePlan(min(2, cpus), ahead, how="no readable sample image")
         n = max(1, min(batch_size, len(items)))
         arrays = [np.stack([decoded[i % len(decoded)][g] for i in range(n)]) for g in range(len(self.groups))]
         self.forward(arrays)  # warm-up: first-run allocations and kernel selection
-        start = time.perf_counter()
-        self.forward(arrays)
-        engine_s = (time.perf_counter() - start) / n
-        decode_s = seconds / len(decoded)
+        runs = []
+        for _ in range(2):
+            start = time.perf_counter()
+            self.forward(arrays)
+            runs.append(time.perf_counter() - start)
+        engine_s, decode_s = min(runs) / n, float(np.median(seconds))
         return DecodePlan(plan_workers(decode_s, engine_s, cpus), ahead, decode_s * 1e3, engine_s * 1e3, "measured")
 
     def stream(

@@ -15,11 +15,12 @@ from runtime.predictor import Predictor
 @pytest.mark.parametrize(
     ("decode_ms", "engine_ms", "cpus", "workers"),
     [
-        (2.0, 1.38, 2, 1),  # 2 / (1.38 + 1) = 0.84: one thread keeps up with a fast INT8 engine on 2 cores
-        (10.0, 1.0, 4, 3),  # 10 / (1 + 2.5) = 2.86
-        (10.0, 0.1, 4, 4),  # decoding dominates: every core
-        (1.0, 10.0, 16, 1),  # a slow engine: one thread is plenty, however many cores
+        (1.37, 1.62, 2, 2),  # resnet18 ONNX Runtime INT8 on 2 cores: 2 threads measured faster than 1
+        (1.43, 6.91, 2, 1),  # torch FP32: the engine is the bottleneck, one thread keeps up
+        (10.0, 1.0, 4, 4),  # decoding dominates: every core
+        (1.0, 10.0, 16, 2),  # 16 * 0.1 = 1.6: a slow engine on many cores
         (0.0, 1.0, 8, 1),
+        (1.0, 0.0, 8, 8),
     ],
 )
 def test_plan_workers_keeps_the_engine_fed(decode_ms: float, engine_ms: float, cpus: int, workers: int) -> None:
