@@ -116,7 +116,7 @@ class BenchConfig:
     out: str = "reports"
     device: str = "cpu"  # where torch and onnx cells run: cpu or cuda[:N] (trt cells always run on a GPU)
     benchmark_app: bool = True  # also time each OpenVINO cell's IR with OpenVINO's benchmark_app (vs_benchmark_app)
-    decode: str = "exact"  # exact, fast or auto (runtime.predict --decode): how every cell decodes its images
+    decode: str = "auto"  # exact, fast or auto (runtime.predict --decode, its default): how every cell decodes
 
     def validate(self, source: str) -> None:
         """Raises UserError naming a bad key."""

@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     tta_note = f", TTA {args.tta}" if args.tta != "none" else ""
     print(
         f"{out}: {n_ok} rows{skipped} | engine {engine} ({info['provider']}, {info['device']}{tta_note}) | "
-        f"decode {info['decode']}, {plan.describe()} | {rate:.1f} img/s end-to-end",
+        f"decode {info['decode']}, {plan.describe()} | "
+        + (f"{rate:.1f} img/s end-to-end" if n_ok else "no image could be read"),
         file=sys.stderr,
     )
     return EXIT_SKIPPED if n_err else 0

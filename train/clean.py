@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--evaluate", action="store_true", help="run the injection harness on ELPV instead")
     args, rest = p.parse_known_args(argv)
     if args.evaluate:
+        if args.set or args.config != p.get_default("config"):
+            p.error("--set and --config configure the cleaning run, not --evaluate; the harness takes its own options "
+                    "(--seeds, --out, --flip, ...: python -m train.clean --evaluate --help)")  # fmt: skip
         from train.clean_eval import main as evaluate_main
 
         return evaluate_main(rest)

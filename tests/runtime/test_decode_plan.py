@@ -74,3 +74,9 @@ def test_predict_prints_the_plan(tiny_model: dict[str, Path], tmp_path: Path, ca
     assert "batches ahead (measured: decode" in capsys.readouterr().err
     assert run_cli(main, [*base, "--out", str(tmp_path / "b.csv"), "--workers", "1"]) == 0
     assert "1 decoder thread, 2 batches ahead (--workers)" in capsys.readouterr().err
+    folder = tmp_path / "unreadable"
+    folder.mkdir()
+    (folder / "bad.png").write_text("not an image")
+    assert run_cli(main, [*base[:2], "--images", str(folder), "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "(no readable sample image) | no image could be read" in err and "img/s" not in err

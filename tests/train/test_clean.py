@@ -141,6 +141,9 @@ def test_evaluate_harness_is_seeded_and_complete(tiny_model: dict[str, Path], tm
     assert row["average_precision_std"] == pytest.approx(runs.std())
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| isolation_forest |" in report and "Best outlier score" in report
+    for extra in (["--set", "seeds=[0]"], ["--config", "configs/other.yaml"]):  # the harness has its own options
+        assert run_cli(clean_main, [*args, "--out", str(tmp_path / "c"), *extra]) == 2
+        assert not (tmp_path / "c").exists()
 
 
 def test_user_folders_are_never_wiped(tiny_model: dict[str, Path], real_features: Path, tmp_path: Path) -> None:
