@@ -186,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = p.parse_known_args(argv)
     if args.evaluate:
         if args.set or args.config != p.get_default("config"):
-            p.error("--set and --config configure the cleaning run, not --evaluate; the harness takes its own options "
-                    "(--seeds, --out, --flip, ...: python -m train.clean --evaluate --help)")  # fmt: skip
+            raise UserError(
+                "--set and --config configure the cleaning run, not --evaluate; the harness takes its "
+                "own options (--seeds, --out, --flip, ...: python -m train.clean --evaluate --help)"
+            )
         from train.clean_eval import main as evaluate_main
 
         return evaluate_main(rest)
