@@ -26,7 +26,8 @@ THUMB_PX = 128
 def flagged_rows(scores: pd.DataFrame, methods: list[str], remove_by: list[str]) -> pd.DataFrame:
     """The images flagged by any of ``remove_by``: image_id, label, ``flagged_by`` (the methods that flagged it,
     ``;``-separated, ``remove_by`` order), ``suggested_label`` (label issues only, else empty) and every
-    ``<method>_score``; ranked by the first flagging method's score rank (share of images scoring lower)."""
+    ``<method>_score``; ranked (``rank`` 1 = most suspect) by ``percentile``: the highest share of images scoring
+    lower, over the methods that flagged it, so methods with different score scales interleave fairly."""
     flags = scores[[f"{m}_flag" for m in remove_by]].to_numpy()
     keep = flags.any(axis=1)
     out = scores.loc[keep, ["image_id", "label"]].copy()
@@ -38,7 +39,9 @@ def flagged_rows(scores: pd.DataFrame, methods: list[str], remove_by: list[str])
     out["rank_score"] = [ranks.loc[i, by.split(";")].max() for i, by in zip(out.index, out["flagged_by"], strict=True)]
     for m in methods:
         out[f"{m}_score"] = scores.loc[keep, f"{m}_score"]
-    return out.sort_values("rank_score", ascending=False, kind="stable").drop(columns="rank_score")
+    out = out.sort_values("rank_score", ascending=False, kind="stable").rename(columns={"rank_score": "percentile"})
+    out.insert(0, "rank", range(1, len(out) + 1))
+    return out
 
 
 def thumb_name(image_id: str) -> str:

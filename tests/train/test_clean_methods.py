@@ -156,6 +156,8 @@ def test_flagged_rows_are_ranked_with_their_methods() -> None:
     only_knn = rows[rows["flagged_by"] == "knn_wide"]
     assert (only_knn["suggested_label"] == "").all()
     assert only_knn["knn_wide_score"].is_monotonic_decreasing
+    assert rows["rank"].tolist() == list(range(1, len(rows) + 1)) and rows["percentile"].is_monotonic_decreasing
+    assert rows["percentile"].between(0, 1).all()
 
 
 def test_pretrained_only_checkpoint_keeps_the_backbone(tmp_path: Path) -> None:
