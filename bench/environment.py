@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from runtime.cpu import BF16_UNITS, INT8_UNITS, cpu_model_and_flags, units
+from runtime.cpu import BF16_UNITS, INT8_UNITS, cpu_model_and_flags, units, usable_cpus
 
 #: CPU flags that decide which kernels the engines can use (SIMD width, INT8 dot products, bf16, AMX)
 CPU_FLAGS = (
@@ -46,14 +46,13 @@ def cpu_info() -> dict[str, Any]:
     """CPU model name, the relevant :data:`CPU_FLAGS` present, its INT8 and BF16 dot-product units
     (:mod:`runtime.cpu`; they decide the INT8/BF16 ratios), logical cores and cores this process may use."""
     name, flags = cpu_model_and_flags()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": name,
         "cpu_flags": " ".join(f for f in CPU_FLAGS if f in flags),
         "cpu_int8_units": ", ".join(units(INT8_UNITS, flags)) or "none (no VNNI/AMX: INT8 gains little)",
         "cpu_bf16_units": ", ".join(units(BF16_UNITS, flags)) or "none",
         "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": usable,
+        "cpu_cores_usable": usable_cpus(),
     }
 
 

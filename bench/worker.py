@@ -59,10 +59,10 @@ class CellRunner:
     def plan(self, paths: Sequence[Path], batch_size: int, workers: int | None) -> DecodePlan:
         """The decode plan of the cell at ``batch_size`` (:meth:`Predictor.plan_decode`, as ``runtime.predict``
         makes it; ``workers`` ``None``: measured once per batch size, then reused by every round)."""
-        if workers is not None:
+        if workers is not None:  # the override: nothing measured, nothing to keep
             return self.predictor.plan_decode(paths, batch_size, workers)
         if batch_size not in self._plans:
-            self._plans[batch_size] = self.predictor.plan_decode(list(paths), batch_size)
+            self._plans[batch_size] = self.predictor.plan_decode(paths, batch_size)
         return self._plans[batch_size]
 
     def predict(self, paths: Sequence[Path], batch_size: int, workers: int | None) -> tuple[np.ndarray, float]:

@@ -7,12 +7,20 @@ this project runs on differ from run to run, so the bench reports them and the O
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
 #: /proc/cpuinfo flag -> unit name; INT8 dot products (u8 x s8 with 32-bit accumulation) and BF16 ones
 INT8_UNITS = {"avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "amx_int8": "AMX-INT8", "asimddp": "Arm dotprod"}
 BF16_UNITS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "bf16": "Arm BF16"}
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask; else ``os.cpu_count()``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 @functools.cache

@@ -44,13 +44,6 @@ class Batch:
     errors: list[tuple[int, str]]
 
 
-def usable_cpus() -> int:
-    """Logical CPUs this process may run on (its affinity mask; else ``os.cpu_count()``)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 @dataclasses.dataclass(frozen=True)
 class DecodePlan:
     """How many decoder threads a run uses and how many batches they decode ahead.

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from runtime.cpu import usable_cpus
 from runtime.decode import loader_for, resolve_mode
 from runtime.engines import create_engine, describe_members
 from runtime.engines.base import Engine
 from runtime.errors import UserError
 from runtime.members import Member
 from runtime.metadata import ModelMeta
-from runtime.pipeline import Batch, DecodePlan, Item, plan_workers, softmax, stream_batches, usable_cpus
+from runtime.pipeline import Batch, DecodePlan, Item, plan_workers, softmax, stream_batches
 from runtime.tta import check_mode, five_crop_views, tta_probs
 
 

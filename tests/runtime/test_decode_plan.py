@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from runtime.cpu import usable_cpus
 from runtime.errors import UserError
 from runtime.members import Member
-from runtime.pipeline import DecodePlan, plan_workers, usable_cpus
+from runtime.pipeline import DecodePlan, plan_workers
 from runtime.predictor import Predictor
 
 
